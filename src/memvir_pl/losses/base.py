@@ -1,0 +1,131 @@
+"""The interface MemVir needs from a loss, and the base of our proxy losses.
+
+A proxy loss is a function f(embeddings (B, D), labels (B,), proxies (C*K, D),
+num_classes C) -> scalar. Because nothing in f is tied to the loss's own
+parameter, MemVir can hand it more rows, more labels and more proxy blocks
+(virtual classes) without any change to the loss. Proxies are class-first:
+row ``c * K + k`` is centre ``k`` of class ``c``.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from memvir_pl.losses.distributed import gather_batch
+
+# (loss, embeddings (B, D), labels (B,), proxies (C*K, D)) ->
+# (embeddings (B', D), labels (B',), proxies (C'*K, D), num_classes C')
+BatchExpander = Callable[["VirtualClassLoss", Tensor, Tensor, Tensor], tuple[Tensor, Tensor, Tensor, int]]
+
+
+class VirtualClassLoss(nn.Module, ABC):
+    """A loss that accepts virtual classes: ours (:class:`ProxyLoss`) and :class:`PMLAdapter`.
+
+    Subclasses set ``num_classes``, ``embedding_dim`` and ``centers`` and define
+    :meth:`class_proxies` and :meth:`loss_from`. ``batch_expander`` is the hook
+    through which :class:`~memvir_pl.MemVirCallback` adds memory rows; ``None``
+    means plain training. Under DDP (``gather_across_ranks``) every rank
+    computes the loss of the global batch, so losses that do not decompose
+    over rows (Proxy-Anchor) match one process on the concatenated batch.
+    """
+
+    num_classes: int
+    embedding_dim: int
+    centers: int
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batch_expander: BatchExpander | None = None
+        self.gather_across_ranks = True
+        self.check_inputs = True
+
+    @abstractmethod
+    def class_proxies(self) -> Tensor:
+        """The proxies as a differentiable (num_classes * centers, D) class-first tensor."""
+
+    @abstractmethod
+    def loss_from(self, embeddings: Tensor, labels: Tensor, proxies: Tensor, num_classes: int) -> Tensor:
+        """The scalar loss of embeddings (B, D), labels (B,) in [0, num_classes), proxies (num_classes*K, D)."""
+
+    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+        """Loss of a batch: embeddings (B, D), integer labels (B,) in [0, num_classes)."""
+        if self.check_inputs:
+            check_batch(type(self).__name__, embeddings, labels, self.num_classes, self.embedding_dim)
+        if self.gather_across_ranks:
+            embeddings, labels = gather_batch(embeddings, labels)
+        proxies = self.class_proxies()
+        num_classes = self.num_classes
+        if self.batch_expander is not None:
+            embeddings, labels, proxies, num_classes = self.batch_expander(self, embeddings, labels, proxies)
+        return self.loss_from(embeddings, labels, proxies, num_classes)
+
+
+def check_batch(loss_name: str, embeddings: Tensor, labels: Tensor, num_classes: int, embedding_dim: int) -> None:
+    """Raise ``ValueError`` naming the loss, what was expected and what was seen."""
+    if embeddings.ndim != 2 or embeddings.shape[1] != embedding_dim:
+        raise ValueError(
+            f"{loss_name}: embeddings must have shape (batch, {embedding_dim}), got {tuple(embeddings.shape)}; "
+            f"set the loss's embedding_dim to the model's output size."
+        )
+    if labels.ndim != 1 or labels.shape[0] != embeddings.shape[0]:
+        raise ValueError(
+            f"{loss_name}: labels must have shape ({embeddings.shape[0]},) to match the embeddings, "
+            f"got {tuple(labels.shape)}."
+        )
+    if labels.dtype.is_floating_point or labels.dtype == torch.bool:
+        raise ValueError(f"{loss_name}: labels must be integers, got dtype {labels.dtype}.")
+    if labels.numel():
+        low, high = int(labels.min()), int(labels.max())
+        if low < 0 or high >= num_classes:
+            bad = low if low < 0 else high
+            raise ValueError(
+                f"{loss_name}: labels must lie in [0, {num_classes}) (num_classes={num_classes}), "
+                f"got {bad}; remap the dataset's labels to 0..{num_classes - 1} or raise num_classes."
+            )
+    if not bool(torch.isfinite(embeddings).all()):
+        raise ValueError(
+            f"{loss_name}: embeddings contain NaN or Inf ({int((~torch.isfinite(embeddings)).sum())} values); "
+            f"check the learning rate, mixed-precision settings and the input data."
+        )
+
+
+class ProxyLoss(VirtualClassLoss):
+    """Base of our proxy losses: owns ``proxies`` (num_classes * centers, embedding_dim).
+
+    Subclasses implement :meth:`compute`; it always runs in float32 with
+    autocast disabled, so logits and loss keep full precision under AMP.
+    """
+
+    def __init__(self, num_classes: int, embedding_dim: int, centers: int = 1) -> None:
+        super().__init__()
+        for name, value in (("num_classes", num_classes), ("embedding_dim", embedding_dim), ("centers", centers)):
+            if int(value) != value or value < 1:
+                raise ValueError(f"{type(self).__name__}: {name} must be a positive integer, got {value!r}.")
+        self.num_classes = int(num_classes)
+        self.embedding_dim = int(embedding_dim)
+        self.centers = int(centers)
+        self.proxies = nn.Parameter(torch.empty(self.num_classes * self.centers, self.embedding_dim))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Kaiming-uniform (a=sqrt(5)), as ``nn.Linear`` and the official Norm-SoftMax."""
+        nn.init.kaiming_uniform_(self.proxies, a=math.sqrt(5))
+
+    def class_proxies(self) -> Tensor:
+        return self.proxies
+
+    def loss_from(self, embeddings: Tensor, labels: Tensor, proxies: Tensor, num_classes: int) -> Tensor:
+        with torch.autocast(device_type=embeddings.device.type, enabled=False):
+            return self.compute(embeddings.float(), labels, proxies.float(), num_classes)
+
+    @abstractmethod
+    def compute(self, embeddings: Tensor, labels: Tensor, proxies: Tensor, num_classes: int) -> Tensor:
+        """Scalar loss; embeddings (B, D) and proxies (num_classes*centers, D) are float32."""
+
+    def extra_repr(self) -> str:
+        return f"num_classes={self.num_classes}, embedding_dim={self.embedding_dim}, centers={self.centers}"
