@@ -1,0 +1,258 @@
+"""VirtualClassMemory: the ring buffer behind MemVir's virtual classes.
+
+Each training step after warm-up stores one item: the step's L2-normalised
+embeddings (B, D), their labels (B,) and the proxy matrix (P, D) as it was in
+that step's forward (P = num_classes * centers). The buffer keeps the last
+``capacity = num_steps * (step_gap + 1)`` items, first in first out, and is
+never reset.
+
+With L items stored, the step being computed (call it t; items t-1 ... t-L
+are stored) uses n = min(N, floor(L / (M+1))) past items, those of steps
+t-(M+1), t-2(M+1), ..., t-n(M+1) (N = num_steps, M = step_gap).
+
+Proxy storage has two modes:
+
+``"exact"``
+    every item keeps its own proxy snapshot: ``capacity`` snapshots of (P, D),
+    exactly the paper's rule (SOP, P=11,318, D=512, N=5, M=100: ~11.7 GB fp32).
+
+``"saving"``
+    number the stored items s = 0, 1, 2, ... in push order. A proxy snapshot
+    is written only when s is a multiple of (M+1), into slot
+    (s // (M+1)) mod (N+1); item s is paired with snapshot s // (M+1), i.e.
+    the proxies of step (M+1)*floor(s/(M+1)), between 0 and M steps older than
+    its own. Only N+1 snapshots are held. On every (M+1)-th step (t a multiple
+    of M+1) all recalled items are snapshot steps, so the result is exact;
+    in between, virtual proxies are up to M steps staler than the paper's.
+
+Buffers are allocated on the first push, on the device and with the shape of
+what is pushed (the largest batch so far; a smaller batch, e.g. the last one of
+an epoch, fills part of a slot and remembers its size). No Python queues and no
+per-step allocation: a push copies into preallocated storage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+PROXY_MODES = ("exact", "saving")
+
+
+@dataclass(frozen=True)
+class MemoryItem:
+    """One recalled past step: embeddings (b, D), labels (b,), proxies (P, D); views into the buffer."""
+
+    embeddings: Tensor
+    labels: Tensor
+    proxies: Tensor
+
+
+class VirtualClassMemory:
+    """Fixed-capacity ring buffer of past steps' embeddings, labels and proxy snapshots.
+
+    Args:
+        num_steps: N, the most past steps used at once (virtual-class blocks).
+        step_gap: M, the number of steps skipped between two used steps.
+        storage_dtype: dtype of stored embeddings and proxies (e.g. ``torch.bfloat16``);
+            ``None`` keeps the dtype of what is pushed.
+        proxy_mode: ``"exact"`` (one proxy snapshot per item) or ``"saving"``
+            (N+1 snapshots; see the module docstring for the exact rule).
+    """
+
+    def __init__(
+        self,
+        num_steps: int,
+        step_gap: int,
+        storage_dtype: torch.dtype | str | None = None,
+        proxy_mode: str = "exact",
+    ) -> None:
+        if int(num_steps) != num_steps or num_steps < 1:
+            raise ValueError(f"VirtualClassMemory: num_steps (N) must be an integer >= 1, got {num_steps!r}.")
+        if int(step_gap) != step_gap or step_gap < 0:
+            raise ValueError(f"VirtualClassMemory: step_gap (M) must be an integer >= 0, got {step_gap!r}.")
+        if proxy_mode not in PROXY_MODES:
+            raise ValueError(
+                f"VirtualClassMemory: proxy_mode must be one of {PROXY_MODES}, got {proxy_mode!r}."
+            )
+        self.num_steps = int(num_steps)
+        self.step_gap = int(step_gap)
+        self.storage_dtype = _as_dtype(storage_dtype)
+        self.proxy_mode = proxy_mode
+        self.capacity = self.num_steps * (self.step_gap + 1)
+        self.pushes = 0
+        self._embeddings: Tensor | None = None  # (capacity, B_max, D)
+        self._labels: Tensor | None = None  # (capacity, B_max)
+        self._sizes = [0] * self.capacity  # rows used in each slot
+        self._proxies: Tensor | None = None  # (capacity or N+1, P, D)
+
+    # ------------------------------------------------------------------ queries
+    @property
+    def filled(self) -> int:
+        """L, the number of items held (at most ``capacity``)."""
+        return min(self.pushes, self.capacity)
+
+    @property
+    def num_proxy_slots(self) -> int:
+        """Proxy snapshots held: ``capacity`` in exact mode, N+1 in saving mode."""
+        return self.capacity if self.proxy_mode == "exact" else self.num_steps + 1
+
+    def num_blocks(self) -> int:
+        """n = min(N, floor(L / (M+1))): past steps the next step will use."""
+        return min(self.num_steps, self.filled // (self.step_gap + 1))
+
+    def recall(self) -> list[MemoryItem]:
+        """Items of steps t-(M+1), ..., t-n(M+1) (t = the step about to be pushed), nearest first."""
+        items = []
+        for j in range(1, self.num_blocks() + 1):
+            step = self.pushes - j * (self.step_gap + 1)
+            slot = step % self.capacity
+            size = self._sizes[slot]
+            assert self._embeddings is not None and self._labels is not None and self._proxies is not None
+            items.append(
+                MemoryItem(
+                    self._embeddings[slot, :size],
+                    self._labels[slot, :size],
+                    self._proxies[self._proxy_slot(step)],
+                )
+            )
+        return items
+
+    def nbytes(self) -> int:
+        """Bytes held by the allocated buffers (0 before the first push)."""
+        return sum(t.numel() * t.element_size() for t in self._buffers() if t is not None)
+
+    @staticmethod
+    def bank_bytes(
+        num_steps: int,
+        step_gap: int,
+        batch_size: int,
+        embedding_dim: int,
+        num_proxies: int,
+        proxy_mode: str = "exact",
+        dtype: torch.dtype = torch.float32,
+    ) -> int:
+        """Bytes a full bank would hold, computed without allocating it."""
+        capacity = num_steps * (step_gap + 1)
+        snapshots = capacity if proxy_mode == "exact" else num_steps + 1
+        element = torch.empty((), dtype=dtype).element_size()
+        label = torch.empty((), dtype=torch.long).element_size()
+        return (
+            capacity * batch_size * (embedding_dim * element + label)
+            + snapshots * num_proxies * embedding_dim * element
+        )
+
+    # ------------------------------------------------------------------ update
+    def push(self, embeddings: Tensor, labels: Tensor, proxies: Tensor) -> None:
+        """Store one step: embeddings (B, D), labels (B,), proxies (P, D), all detached.
+
+        Copies into the preallocated slot of the oldest item; the caller must
+        have used :meth:`recall` for this step before pushing.
+        """
+        if embeddings.ndim != 2 or labels.shape != embeddings.shape[:1] or proxies.ndim != 2:
+            raise ValueError(
+                "VirtualClassMemory.push expects embeddings (B, D), labels (B,) and proxies (P, D); "
+                f"got {tuple(embeddings.shape)}, {tuple(labels.shape)} and {tuple(proxies.shape)}."
+            )
+        self._ensure_allocated(embeddings, proxies)
+        assert self._embeddings is not None and self._labels is not None and self._proxies is not None
+        step = self.pushes
+        slot = step % self.capacity
+        batch = embeddings.shape[0]
+        self._embeddings[slot, :batch].copy_(embeddings.detach())
+        self._labels[slot, :batch].copy_(labels)
+        self._sizes[slot] = batch
+        if self.proxy_mode == "exact" or step % (self.step_gap + 1) == 0:
+            self._proxies[self._proxy_slot(step)].copy_(proxies.detach())
+        self.pushes += 1
+
+    def reset(self) -> None:
+        """Forget every item and free the buffers."""
+        self.pushes = 0
+        self._sizes = [0] * self.capacity
+        self._embeddings = self._labels = self._proxies = None
+
+    def to(self, device: torch.device | str) -> VirtualClassMemory:
+        """Move the buffers to ``device`` (in place); returns self."""
+        if self._embeddings is not None:
+            self._embeddings = self._embeddings.to(device)
+            self._labels = self._labels.to(device)  # type: ignore[union-attr]
+            self._proxies = self._proxies.to(device)  # type: ignore[union-attr]
+        return self
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue bit-identically: settings, counters and buffers."""
+        return {
+            "num_steps": self.num_steps,
+            "step_gap": self.step_gap,
+            "proxy_mode": self.proxy_mode,
+            "storage_dtype": None if self.storage_dtype is None else str(self.storage_dtype),
+            "pushes": self.pushes,
+            "sizes": torch.tensor(self._sizes, dtype=torch.long),
+            "embeddings": self._embeddings,
+            "labels": self._labels,
+            "proxies": self._proxies,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` output; settings must match this memory's."""
+        saved = (state["num_steps"], state["step_gap"], state["proxy_mode"])
+        if saved != (self.num_steps, self.step_gap, self.proxy_mode):
+            raise ValueError(
+                "VirtualClassMemory: the checkpoint's memory was made with (num_steps, step_gap, proxy_mode)="
+                f"{saved}, this run uses {(self.num_steps, self.step_gap, self.proxy_mode)}; resume with the "
+                "same MemVir settings, or start a new run (the memory cannot be re-indexed)."
+            )
+        self.pushes = int(state["pushes"])
+        self._sizes = [int(s) for s in state["sizes"]]
+        self._embeddings = state["embeddings"]
+        self._labels = state["labels"]
+        self._proxies = state["proxies"]
+
+    # ------------------------------------------------------------------ internals
+    def _proxy_slot(self, step: int) -> int:
+        if self.proxy_mode == "exact":
+            return step % self.capacity
+        return (step // (self.step_gap + 1)) % (self.num_steps + 1)
+
+    def _buffers(self) -> tuple[Tensor | None, ...]:
+        return self._embeddings, self._labels, self._proxies
+
+    def _ensure_allocated(self, embeddings: Tensor, proxies: Tensor) -> None:
+        dtype = self.storage_dtype or embeddings.dtype
+        batch, dim = embeddings.shape
+        if self._embeddings is None:
+            device = embeddings.device
+            self._embeddings = torch.zeros(self.capacity, batch, dim, dtype=dtype, device=device)
+            self._labels = torch.zeros(self.capacity, batch, dtype=torch.long, device=device)
+            self._proxies = torch.zeros(self.num_proxy_slots, *proxies.shape, dtype=dtype, device=device)
+            return
+        assert self._labels is not None and self._proxies is not None
+        if self._embeddings.device != embeddings.device:
+            self.to(embeddings.device)
+        if self._embeddings.shape[2] != dim or self._proxies.shape[1:] != proxies.shape:
+            raise ValueError(
+                "VirtualClassMemory: stored items have embedding size "
+                f"{self._embeddings.shape[2]} and proxies {tuple(self._proxies.shape[1:])}, the new step has "
+                f"{dim} and {tuple(proxies.shape)}; the model or class count changed mid-run. Call reset() "
+                "(or start a new run) when changing them."
+            )
+        if batch > self._embeddings.shape[1]:  # a larger batch than any so far: widen every slot once
+            grow = batch - self._embeddings.shape[1]
+            self._embeddings = torch.cat([self._embeddings, self._embeddings.new_zeros(self.capacity, grow, dim)], 1)
+            self._labels = torch.cat([self._labels, self._labels.new_zeros(self.capacity, grow)], 1)
+
+
+def _as_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
+    """Accept ``torch.bfloat16``, ``"bfloat16"`` or ``"torch.bfloat16"`` (handy from YAML)."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    name = str(dtype).removeprefix("torch.")
+    value = getattr(torch, name, None)
+    if not isinstance(value, torch.dtype) or not value.is_floating_point:
+        raise ValueError(f"VirtualClassMemory: storage_dtype must be a floating torch dtype name, got {dtype!r}.")
+    return value
