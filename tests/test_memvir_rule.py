@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -15,8 +16,13 @@ B, D, C, IN_DIM = 8, 6, 5, 10
 STEPS_PER_EPOCH, EPOCHS = 100, 3
 
 
-def reference_run(model: LinearEmbedder) -> list[dict]:
-    """Plain loop: a list of past items, indices by explicit arithmetic, no ring buffer."""
+def reference_run(model: LinearEmbedder, accumulate: int = 1) -> list[dict]:
+    """Plain loop: a list of past items, indices by explicit arithmetic, no ring buffer.
+
+    With ``accumulate`` > 1 the optimiser steps every ``accumulate`` batches on
+    the mean of their losses (Lightning's gradient accumulation); every batch
+    is still one MemVir step.
+    """
     net, proxies = model.net, model.loss.proxies
     opt = torch.optim.SGD(list(net.parameters()) + [proxies], lr=model.lr, momentum=0.9)
     past: list[tuple] = []  # (embeddings, labels, proxies) of steps t-L .. t-1, oldest first
@@ -40,23 +46,26 @@ def reference_run(model: LinearEmbedder) -> list[dict]:
             loss = F.cross_entropy(logits, yy)
             records.append({"num_classes": p.shape[0], "labels": yy, "proxies": p.detach().clone(),
                             "loss": loss.detach()})
-            opt.zero_grad()
-            loss.backward()
+            (loss / accumulate).backward()
             if epoch > U:
                 past.append((emb.detach().clone(), y.clone(), proxies.detach().clone()))
                 del past[: max(0, len(past) - N * (M + 1))]
-            opt.step()
+            if (i + 1) % accumulate == 0:
+                opt.step()
+                opt.zero_grad()
     return records
 
 
-def test_rule_matches_direct_reference_for_300_steps():
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_rule_matches_direct_reference_for_300_steps(accumulate):
     data = fixed_data(STEPS_PER_EPOCH, B, IN_DIM, C)
     model = LinearEmbedder(CosineSoftmax(C, D), IN_DIM, data, B)
     reference_model = copy.deepcopy(model)
-    expected = reference_run(reference_model)
+    expected = reference_run(reference_model, accumulate)
 
     callback = MemVirCallback(num_steps=N, step_gap=M, warmup_epochs=U)
-    quiet_trainer(max_epochs=EPOCHS, callbacks=[callback]).fit(model)
+    trainer = quiet_trainer(max_epochs=EPOCHS, callbacks=[callback], accumulate_grad_batches=accumulate)
+    trainer.fit(model)
     got = model.loss.calls
 
     assert len(got) == len(expected) == EPOCHS * STEPS_PER_EPOCH

@@ -1,0 +1,111 @@
+"""VirtualClassMemory: ring indexing, smaller batches, the saving mode's rule, state, bytes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from memvir_pl import VirtualClassMemory
+
+
+def push_step(memory: VirtualClassMemory, step: int, batch: int = 4, dim: int = 3, proxies: int = 5) -> None:
+    """Push an item whose every value is its step number, so recalls name their step."""
+    memory.push(torch.full((batch, dim), float(step)), torch.full((batch,), step), torch.full((proxies, dim), float(step)))
+
+
+def recalled_steps(memory: VirtualClassMemory) -> list[tuple[int, int]]:
+    """(step of the embeddings, step of the proxy snapshot) of each recalled item."""
+    return [(int(m.labels[0]), int(m.proxies[0, 0])) for m in memory.recall()]
+
+
+def test_exact_mode_recalls_steps_t_minus_j_gap_plus_one():
+    N, M = 3, 2
+    memory = VirtualClassMemory(N, M)
+    for t in range(40):
+        L = min(t, N * (M + 1))
+        n = min(N, L // (M + 1))
+        expected = [(t - j * (M + 1),) * 2 for j in range(1, n + 1)]
+        assert recalled_steps(memory) == expected, t
+        assert memory.num_blocks() == n
+        push_step(memory, t)
+    assert memory.filled == memory.capacity == 9
+
+
+def test_saving_mode_follows_its_documented_rule():
+    N, M = 3, 4
+    memory = VirtualClassMemory(N, M, proxy_mode="saving")
+    for t in range(60):
+        n = min(N, min(t, N * (M + 1)) // (M + 1))
+        got = recalled_steps(memory)
+        assert [s for s, _ in got] == [t - j * (M + 1) for j in range(1, n + 1)]
+        # item s is paired with the proxies of step (M+1)*floor(s/(M+1))
+        assert [p for _, p in got] == [(M + 1) * (s // (M + 1)) for s, _ in got], t
+        if t % (M + 1) == 0:  # on these steps the saving mode is exact
+            assert all(s == p for s, p in got)
+        push_step(memory, t)
+    assert memory._proxies.shape[0] == N + 1
+
+
+def test_smaller_and_larger_batches_keep_their_sizes():
+    memory = VirtualClassMemory(2, 0)
+    push_step(memory, 0, batch=4)
+    push_step(memory, 1, batch=2)  # e.g. the last batch of an epoch
+    items = memory.recall()
+    assert [m.embeddings.shape[0] for m in items] == [2, 4]
+    push_step(memory, 2, batch=6)  # a larger batch widens the slots once
+    items = memory.recall()
+    assert [m.embeddings.shape[0] for m in items] == [6, 2]
+    assert [int(m.labels[0]) for m in items] == [2, 1]
+
+
+def test_state_dict_round_trip_continues_identically():
+    a = VirtualClassMemory(2, 1, proxy_mode="saving")
+    for t in range(7):
+        push_step(a, t)
+    b = VirtualClassMemory(2, 1, proxy_mode="saving")
+    b.load_state_dict(a.state_dict())
+    for t in range(7, 12):
+        assert recalled_steps(a) == recalled_steps(b)
+        push_step(a, t)
+        push_step(b, t)
+    assert b.pushes == a.pushes == 12
+
+
+def test_load_state_dict_with_other_settings_says_what_differs():
+    a = VirtualClassMemory(2, 1)
+    push_step(a, 0)
+    with pytest.raises(ValueError, match=r"\(num_steps, step_gap, proxy_mode\)=\(2, 1, 'exact'\).*\(3, 1, 'exact'\)"):
+        VirtualClassMemory(3, 1).load_state_dict(a.state_dict())
+
+
+def test_storage_dtype_and_bytes():
+    memory = VirtualClassMemory(2, 1, storage_dtype="bfloat16")
+    push_step(memory, 0, batch=4, dim=3, proxies=5)
+    assert memory._embeddings.dtype == memory._proxies.dtype == torch.bfloat16
+    expected = VirtualClassMemory.bank_bytes(2, 1, 4, 3, 5, dtype=torch.bfloat16)
+    assert memory.nbytes() == expected == 4 * (4 * (3 * 2 + 8)) + 4 * 5 * 3 * 2
+    # SOP scale, N=5, M=100: exact mode ~11.7 GB of proxies, saving mode under 0.5 GB
+    exact = VirtualClassMemory.bank_bytes(5, 100, 128, 512, 11318)
+    saving = VirtualClassMemory.bank_bytes(5, 100, 128, 512, 11318, proxy_mode="saving")
+    assert 11.6e9 < exact < 11.9e9 and saving < 0.5e9
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"num_steps": 0, "step_gap": 1}, "num_steps"),
+        ({"num_steps": 2, "step_gap": -1}, "step_gap"),
+        ({"num_steps": 2, "step_gap": 1, "proxy_mode": "tiny"}, "proxy_mode must be one of"),
+        ({"num_steps": 2, "step_gap": 1, "storage_dtype": "int8"}, "storage_dtype"),
+    ],
+)
+def test_bad_settings(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        VirtualClassMemory(**kwargs)
+
+
+def test_changed_embedding_size_is_refused():
+    memory = VirtualClassMemory(2, 1)
+    push_step(memory, 0, dim=3)
+    with pytest.raises(ValueError, match="embedding size 3"):
+        push_step(memory, 1, dim=4)
