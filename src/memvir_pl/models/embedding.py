@@ -1,0 +1,104 @@
+"""EmbeddingNet: backbone -> global pooling -> Linear -> L2 normalisation."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from memvir_pl.models.backbones import build_backbone
+from memvir_pl.models.pooling import GlobalPool
+
+
+def batchnorm_layers(module: nn.Module) -> list[_BatchNorm]:
+    """All BatchNorm layers (1d/2d/3d/Sync) inside ``module``."""
+    return [m for m in module.modules() if isinstance(m, _BatchNorm)]
+
+
+def freeze_batchnorm(module: nn.Module) -> int:
+    """Put every BatchNorm layer of ``module`` in eval mode (running statistics fixed).
+
+    As the official ``--freeze_BN``: the statistics stop updating and normalisation uses the
+    stored ones; the affine weight and bias still train. ``module.train()`` undoes it, so
+    re-apply after each ``train()`` (``EmbeddingNet(freeze_bn=True)`` does this itself).
+
+    Returns:
+        The number of BatchNorm layers frozen.
+    """
+    layers = batchnorm_layers(module)
+    for layer in layers:
+        layer.eval()
+    return len(layers)
+
+
+class EmbeddingNet(nn.Module):
+    """Images ``(B, C, H, W)`` -> embeddings ``(B, embedding_dim)``, unit L2 norm by default.
+
+    Backbone feature map ``(B, F, h, w)`` -> pooling (``gap``, ``gmp`` or ``gap+gmp``) ->
+    ``Linear(F, embedding_dim)`` (weights kaiming-normal, fan_out; bias 0, as the official
+    code) -> L2 normalisation.
+
+    Args:
+        backbone: ``bninception``, ``resnet50``, ``efficientnet_lite0`` or ``small_cnn``.
+        embedding_dim: D, the embedding size.
+        pooling: ``gap``, ``gmp`` or ``gap+gmp`` (sum).
+        pretrained: load the backbone's published ImageNet weights.
+        weights: local state dict file for the backbone (wins over ``pretrained``).
+        in_channels: image channels.
+        normalize: L2-normalise the output.
+        freeze_bn: keep every BatchNorm layer in eval mode, also after ``train()``.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "small_cnn",
+        embedding_dim: int = 512,
+        pooling: str = "gap",
+        pretrained: bool = False,
+        weights: str | os.PathLike[str] | None = None,
+        in_channels: int = 3,
+        normalize: bool = True,
+        freeze_bn: bool = False,
+    ) -> None:
+        super().__init__()
+        if embedding_dim < 1:
+            raise ValueError(f"embedding_dim must be >= 1, got {embedding_dim}")
+        self.backbone = build_backbone(
+            backbone, pretrained=pretrained, weights=weights, in_channels=in_channels
+        )
+        self.pool = GlobalPool(pooling)
+        self.feature_dim: int = self.backbone.out_channels
+        self.embedding_dim = embedding_dim
+        self.embedding = nn.Linear(self.feature_dim, embedding_dim)
+        nn.init.kaiming_normal_(self.embedding.weight, mode="fan_out")
+        nn.init.zeros_(self.embedding.bias)
+        self.normalize = normalize
+        self.freeze_bn = freeze_bn
+        self.train()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Images ``(B, C, H, W)`` -> embeddings ``(B, embedding_dim)``."""
+        out = self.embedding(self.pool(self.backbone(images)))
+        return F.normalize(out, dim=1) if self.normalize else out
+
+    def train(self, mode: bool = True) -> EmbeddingNet:
+        super().train(mode)
+        if mode and self.freeze_bn:
+            freeze_batchnorm(self)
+        return self
+
+    def backbone_parameters(self) -> Iterator[nn.Parameter]:
+        """Parameters of the backbone (the official code trains them at lr 1e-4)."""
+        return self.backbone.parameters()
+
+    def head_parameters(self) -> Iterator[nn.Parameter]:
+        """Parameters of the embedding layer (the official code: same lr as the backbone)."""
+        return self.embedding.parameters()
+
+    def bn_layers(self) -> list[_BatchNorm]:
+        """All BatchNorm layers of the network."""
+        return batchnorm_layers(self)
