@@ -1,0 +1,21 @@
+"""Small tensor helpers shared by the proxy losses."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def cosine_matrix(embeddings: Tensor, proxies: Tensor) -> Tensor:
+    """Cosine similarity (B, P) of embeddings (B, D) and proxies (P, D), L2-normalised here."""
+    return F.normalize(embeddings, dim=1) @ F.normalize(proxies, dim=1).t()
+
+
+def check_proxy_rows(loss_name: str, proxies: Tensor, num_classes: int, centers: int) -> None:
+    """Raise ``ValueError`` unless proxies has num_classes * centers rows (a bad batch expander)."""
+    if proxies.shape[0] != num_classes * centers:
+        raise ValueError(
+            f"{loss_name}: proxies must have num_classes * centers = {num_classes} * {centers} = "
+            f"{num_classes * centers} rows, got {proxies.shape[0]}; a batch expander must stack "
+            f"one full proxy block per class block."
+        )

@@ -1,0 +1,58 @@
+"""Proxy-Anchor loss (Kim et al., CVPR 2020)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from memvir_pl.losses.base import ProxyLoss
+from memvir_pl.losses.functional import check_proxy_rows, cosine_matrix
+
+
+def _log1p_sum_exp(z: Tensor, mask: Tensor) -> Tensor:
+    """Per column of z (B, P): log(1 + Σ_{rows where mask} exp(z)), computed stably; (P,)."""
+    z = z.masked_fill(~mask, float("-inf"))
+    return torch.cat([z.new_zeros(1, z.shape[1]), z]).logsumexp(dim=0)
+
+
+class ProxyAnchor(ProxyLoss):
+    """Proxy-Anchor: each proxy is an anchor pulling its batch positives and pushing the rest.
+
+    ``loss = 1/|P⁺| Σ_{p∈P⁺} log(1 + Σ_{x∈X_p⁺} e^{−α(cos(x,p)−δ)})
+    + 1/|P| Σ_{p∈P} log(1 + Σ_{x∈X_p⁻} e^{α(cos(x,p)+δ)})``, where P⁺ are
+    the proxies with at least one positive in the batch and P is every proxy
+    row passed in (virtual ones included).
+
+    Args:
+        num_classes: C.
+        embedding_dim: D.
+        alpha: scale α (default 32).
+        delta: margin δ (default 0.1).
+    """
+
+    def __init__(
+        self, num_classes: int, embedding_dim: int, alpha: float = 32.0, delta: float = 0.1
+    ) -> None:
+        super().__init__(num_classes, embedding_dim)
+        if not alpha > 0:
+            raise ValueError(f"ProxyAnchor: alpha must be > 0, got {alpha!r}.")
+        self.alpha = float(alpha)
+        self.delta = float(delta)
+
+    def reset_parameters(self) -> None:
+        """Kaiming-normal (fan_out), as the official code."""
+        nn.init.kaiming_normal_(self.proxies, mode="fan_out")
+
+    def compute(
+        self, embeddings: Tensor, labels: Tensor, proxies: Tensor, num_classes: int
+    ) -> Tensor:
+        check_proxy_rows(type(self).__name__, proxies, num_classes, self.centers)
+        cosine = cosine_matrix(embeddings, proxies)
+        positive = torch.zeros_like(cosine, dtype=torch.bool).scatter_(1, labels.unsqueeze(1), True)
+        pos_term = _log1p_sum_exp(-self.alpha * (cosine - self.delta), positive)
+        neg_term = _log1p_sum_exp(self.alpha * (cosine + self.delta), ~positive)
+        proxies_with_positives = positive.any(dim=0).sum().clamp_min(1)
+        return pos_term.sum() / proxies_with_positives + neg_term.sum() / num_classes
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, alpha={self.alpha}, delta={self.delta}"
