@@ -1,0 +1,227 @@
+"""DMLDataModule: one LightningDataModule for every DML dataset of the project."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset
+
+from memvir_pl.data.datasets import GlyphDataset, ImageFileDataset
+from memvir_pl.data.glyphs import DEFAULT_FRACTIONS, SPLITS, GlyphSet, GlyphSplit, check_fractions
+from memvir_pl.data.glyphs import load_glyph_set as _load_glyph_set
+from memvir_pl.data.official import DATASETS, load_file_dataset
+from memvir_pl.data.records import ImageList, hold_out_classes
+from memvir_pl.data.sampler import ClassBalancedBatchSampler
+from memvir_pl.data.transforms import build_transform, preset_input
+
+GLYPH_DEFAULTS: Mapping[str, Any] = {
+    "fonts": "matplotlib",
+    "chars": None,
+    "min_fonts": 12,
+    "homoglyph_fraction": 0.5,
+    "fractions": DEFAULT_FRACTIONS,
+    "cache_dir": None,
+}
+
+
+class DMLDataModule(pl.LightningDataModule):
+    """Train / val / test loaders of a class-disjoint DML dataset.
+
+    Batches are dicts: ``image`` (B, 3, H, W) float, ``label`` (B,) int64 in [0, C) of the
+    split, ``index`` (B,) int64 position in the split, and ``is_query`` (B,) bool on
+    query/gallery splits (In-Shop test). Validation is a held-out set of training classes for
+    ``glyphs`` (its ``fractions`` option) and, with ``val_fraction > 0``, for the file datasets;
+    otherwise the file datasets validate on their test split, as the papers do.
+
+    Args:
+        dataset: ``glyphs`` (embedded, rendered from fonts) or one of ``cub``, ``cars``,
+            ``sop``, ``inshop``, ``folder``.
+        root: the dataset folder (file datasets only).
+        batch_size: training batch per process.
+        eval_batch_size: evaluation batch (default ``batch_size``).
+        m_per_class: images per class in a training batch (class-balanced sampler);
+            ``None`` = plain shuffle.
+        num_workers: DataLoader worker processes.
+        transform: preset name (``bninception``, ``imagenet``, ``glyph``); default ``glyph`` for
+            glyphs and ``bninception`` otherwise.
+        image_size: network input side in pixels (default 32 for glyphs, 224 otherwise); for
+            glyphs also the rendering size.
+        drop_last: drop the last incomplete training batch.
+        seed: seed of the training order (sampler / shuffle).
+        val_fraction: share of training classes held out for validation (file datasets).
+        pin_memory: DataLoader ``pin_memory``.
+        options: glyph options: ``fonts``, ``chars``, ``min_fonts``, ``homoglyph_fraction``,
+            ``fractions`` ({train, val, test} shares of characters), ``cache_dir``.
+    """
+
+    def __init__(
+        self,
+        dataset: str = "glyphs",
+        root: str | None = None,
+        batch_size: int = 128,
+        eval_batch_size: int | None = None,
+        m_per_class: int | None = None,
+        num_workers: int = 0,
+        transform: str | None = None,
+        image_size: int | None = None,
+        drop_last: bool = True,
+        seed: int = 0,
+        val_fraction: float = 0.0,
+        pin_memory: bool = False,
+        options: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        glyphs = dataset == "glyphs"
+        if not glyphs and dataset not in DATASETS:
+            raise ValueError(
+                f"unknown dataset {dataset!r}; expected one of {['glyphs', *DATASETS]}"
+            )
+        self.dataset = dataset
+        self.transform = transform or ("glyph" if glyphs else "bninception")
+        if (preset_input(self.transform) == "glyph") != glyphs:
+            raise ValueError(
+                f"transform preset {self.transform!r} does not fit dataset {dataset!r}: "
+                "glyphs need 'glyph', image files need 'bninception' or 'imagenet'"
+            )
+        self.options = self._check_options(dataset, dict(options or {}), val_fraction, root)
+        self.root = root
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.m_per_class = m_per_class
+        self.num_workers = num_workers
+        self.image_size = image_size or (32 if glyphs else 224)
+        self.drop_last = drop_last
+        self.seed = seed
+        self.val_fraction = val_fraction
+        self.pin_memory = pin_memory
+        self.glyph_summary: Mapping[str, float] | None = None
+        self._splits: dict[str, ImageList | GlyphSplit] | None = None
+
+    @staticmethod
+    def _check_options(
+        dataset: str, options: dict[str, Any], val_fraction: float, root: str | None
+    ) -> dict[str, Any]:
+        if dataset != "glyphs":
+            if options:
+                raise ValueError(f"dataset {dataset!r} takes no options, got {sorted(options)}")
+            if root is None:
+                raise ValueError(
+                    f"dataset {dataset!r} needs data.root: {DATASETS[dataset].layout}, "
+                    f"from {DATASETS[dataset].url}"
+                )
+            return options
+        unknown = set(options) - set(GLYPH_DEFAULTS)
+        if unknown:
+            raise ValueError(
+                f"unknown glyph options {sorted(unknown)}; known: {list(GLYPH_DEFAULTS)}"
+            )
+        if val_fraction:
+            raise ValueError(
+                "glyphs split by characters: set data.options.fractions, not val_fraction"
+            )
+        merged = {**GLYPH_DEFAULTS, **options}
+        merged["fractions"] = check_fractions(merged["fractions"])
+        return merged
+
+    def _load_glyphs(self) -> GlyphSet:
+        options = {k: v for k, v in self.options.items() if k != "fractions"}
+        if options["fonts"] is not None and not isinstance(options["fonts"], str):
+            options["fonts"] = [str(f) for f in options["fonts"]]
+        return _load_glyph_set(image_size=self.image_size, **options)
+
+    def prepare_data(self) -> None:
+        """Build the glyph set into its cache once (rank 0) before every rank loads it."""
+        if self.dataset == "glyphs":
+            self._load_glyphs()
+
+    def _load(self) -> dict[str, ImageList | GlyphSplit]:
+        if self._splits is None:
+            if self.dataset == "glyphs":
+                glyphs = self._load_glyphs()
+                self.glyph_summary = glyphs.summary
+                fractions = self.options["fractions"]
+                self._splits = {name: glyphs.split(name, fractions) for name in SPLITS}
+            else:
+                splits = load_file_dataset(self.dataset, self.root)
+                train, val = splits["train"], splits["test"]
+                if self.val_fraction:
+                    train, val = hold_out_classes(train, self.val_fraction)
+                self._splits = {"train": train, "val": val, "test": splits["test"]}
+        return self._splits
+
+    def setup(self, stage: str | None = None) -> None:
+        """Read the split lists (annotation files, or the glyph set); images load lazily."""
+        self._load()
+
+    @property
+    def num_classes(self) -> int:
+        """Number of training classes (reads only annotations, or the cached glyph set)."""
+        return self._load()["train"].num_classes
+
+    def split(self, name: str) -> ImageList | GlyphSplit:
+        """The ``train``, ``val`` or ``test`` split's image list."""
+        return self._load()[name]
+
+    def _dataset(self, name: str, train: bool) -> Dataset:
+        transform = build_transform(self.transform, train, self.image_size)
+        split = self.split(name)
+        if isinstance(split, GlyphSplit):
+            return GlyphDataset(split, transform)
+        return ImageFileDataset(split, transform)
+
+    def _world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        if trainer is not None:
+            return trainer.world_size, trainer.global_rank
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_world_size(), dist.get_rank()
+        return 1, 0
+
+    def _loader_kwargs(self) -> dict[str, Any]:
+        return {
+            "num_workers": self.num_workers,
+            "pin_memory": self.pin_memory,
+            "persistent_workers": self.num_workers > 0,
+        }
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = self._dataset("train", train=True)
+        if self.m_per_class is None:
+            return DataLoader(
+                dataset,
+                batch_size=self.batch_size,
+                shuffle=True,
+                drop_last=self.drop_last,
+                generator=torch.Generator().manual_seed(self.seed),
+                **self._loader_kwargs(),
+            )
+        num_replicas, rank = self._world()
+        sampler = ClassBalancedBatchSampler(
+            self.split("train").labels,
+            batch_size=self.batch_size,
+            m_per_class=self.m_per_class,
+            seed=self.seed,
+            drop_last=self.drop_last,
+            num_replicas=num_replicas,
+            rank=rank,
+        )
+        return DataLoader(dataset, batch_sampler=sampler, **self._loader_kwargs())
+
+    def _eval_loader(self, name: str) -> DataLoader:
+        return DataLoader(
+            self._dataset(name, train=False),
+            batch_size=self.eval_batch_size,
+            shuffle=False,
+            drop_last=False,
+            **self._loader_kwargs(),
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")

@@ -1,0 +1,339 @@
+"""The embedded ``glyphs`` benchmark: characters rendered from TrueType/OpenType fonts.
+
+A class is a character, an instance is its rendering in one font face. Glyphs are drawn in a
+fixed em box (each glyph keeps its size and vertical position relative to the em square and is
+centred on its advance width; nothing is scaled to fit). The set is cleaned by rendering:
+
+1. characters covered by fewer than ``min_fonts`` faces are not rendered;
+2. blank renderings are dropped;
+3. homoglyphs (characters whose renderings are identical in at least ``homoglyph_fraction`` of
+   the faces that have both, e.g. Latin A / Greek Alpha / Cyrillic A) form groups, of which
+   only the lowest code point is kept;
+4. a rendering identical to one of a lower code point in the same face is dropped (labels
+   must not disagree on identical images);
+5. renderings pixel-identical to another of the same class are dropped;
+6. classes left with fewer than ``min_fonts`` distinct renderings are dropped.
+
+Characters are split into disjoint train / val / test sets by the SHA-1 of the character, so
+a character's split never depends on the fonts or on the other characters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+import PIL
+from PIL import Image, ImageDraw, ImageFont, features
+
+from memvir_pl.data.charsets import is_renderable, parse_chars
+from memvir_pl.data.fonts import FontFace, font_charmap, resolve_fonts
+
+log = logging.getLogger(__name__)
+
+#: Bump when rendering or cleaning changes, so stale caches are not reused.
+GLYPH_SET_VERSION = 1
+#: The em square is this fraction of the image side; the baseline sits at BASELINE_FRACTION of
+#: the height from the top (room for accents above capitals and for descenders).
+EM_FRACTION = 0.75
+BASELINE_FRACTION = 0.78
+#: A rendering whose brightest pixel is below this is blank.
+_BLANK_LEVEL = 64
+SPLITS = ("train", "val", "test")
+DEFAULT_FRACTIONS: Mapping[str, float] = {"train": 0.45, "val": 0.15, "test": 0.40}
+
+
+@dataclass(frozen=True)
+class GlyphSplit:
+    """One split of a glyph set.
+
+    Attributes:
+        images: (N, S, S) uint8, ink 255 on background 0.
+        labels: (N,) int64 in [0, C), classes in code-point order.
+        codepoints: (C,) int64, the character of each class.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    codepoints: np.ndarray
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.codepoints)
+
+
+@dataclass(frozen=True)
+class GlyphSet:
+    """All renderings kept after cleaning, sorted by code point, then by face.
+
+    Attributes:
+        images: (N, S, S) uint8, ink 255 on background 0.
+        codepoints: (N,) int64, the character (class) of each image.
+        font_ids: (N,) int64 index into ``font_names``.
+        font_names: face names (file name, ``#index`` inside a collection).
+        summary: counts of what was kept and dropped, and the build time in seconds.
+    """
+
+    images: np.ndarray
+    codepoints: np.ndarray
+    font_ids: np.ndarray
+    font_names: tuple[str, ...]
+    summary: Mapping[str, float]
+
+    def split(self, name: str, fractions: Mapping[str, float] = DEFAULT_FRACTIONS) -> GlyphSplit:
+        """The images of the characters that fall in split ``name`` ("train", "val", "test")."""
+        if name not in SPLITS:
+            raise ValueError(f"unknown glyph split {name!r}; expected one of {SPLITS}")
+        classes = np.unique(self.codepoints)
+        chosen = classes[[split_of(int(cp), fractions) == name for cp in classes]]
+        keep = np.isin(self.codepoints, chosen)
+        labels = np.searchsorted(chosen, self.codepoints[keep])
+        return GlyphSplit(self.images[keep], labels.astype(np.int64), chosen.astype(np.int64))
+
+
+def check_fractions(fractions: Mapping[str, float]) -> dict[str, float]:
+    """Validated split fractions: keys train/val/test, non-negative, summing to 1."""
+    if set(fractions) != set(SPLITS) or any(f < 0 for f in fractions.values()):
+        raise ValueError(f"split fractions must give train, val and test >= 0, got {fractions}")
+    if abs(sum(fractions.values()) - 1.0) > 1e-6:
+        raise ValueError(f"split fractions must sum to 1, got {dict(fractions)}")
+    return {name: float(fractions[name]) for name in SPLITS}
+
+
+def split_of(codepoint: int, fractions: Mapping[str, float] = DEFAULT_FRACTIONS) -> str:
+    """The split of a character, from the SHA-1 of its UTF-8 encoding (stable everywhere)."""
+    digest = hashlib.sha1(chr(codepoint).encode("utf-8")).digest()
+    u = int.from_bytes(digest[:8], "big") / 2.0**64
+    bound = 0.0
+    for name in SPLITS:
+        bound += fractions[name]
+        if u < bound:
+            return name
+    return SPLITS[-1]
+
+
+def render_face(face: FontFace, codepoints: Sequence[int], image_size: int) -> list[np.ndarray]:
+    """Renderings (S, S) uint8 of ``codepoints`` in one face, in the fixed em box."""
+    font = ImageFont.truetype(
+        face.path,
+        size=round(EM_FRACTION * image_size),
+        index=face.index,
+        layout_engine=ImageFont.Layout.BASIC,
+    )
+    baseline = BASELINE_FRACTION * image_size
+    images = []
+    for cp in codepoints:
+        canvas = Image.new("L", (image_size, image_size))
+        left = (image_size - font.getlength(chr(cp))) / 2
+        ImageDraw.Draw(canvas).text((left, baseline), chr(cp), font=font, fill=255, anchor="ls")
+        images.append(np.asarray(canvas))
+    return images
+
+
+class _UnionFind:
+    def __init__(self) -> None:
+        self.parent: dict[int, int] = {}
+
+    def find(self, x: int) -> int:
+        root = self.parent.setdefault(x, x)
+        if root != x:
+            root = self.parent[x] = self.find(root)
+        return root
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+
+def _homoglyph_losers(renders: dict[int, dict[int, bytes]], fraction: float) -> set[int]:
+    """Characters to drop: all but the lowest code point of every homoglyph group."""
+    same: Counter[tuple[int, int]] = Counter()
+    for group in _identical_groups(renders).values():
+        same.update(combinations(sorted(group), 2))
+    groups = _UnionFind()
+    for (a, b), count in same.items():
+        if count >= fraction * len(renders[a].keys() & renders[b].keys()):
+            groups.union(a, b)
+    return {cp for cp in groups.parent if groups.find(cp) != cp}
+
+
+def _identical_groups(renders: dict[int, dict[int, bytes]]) -> dict[tuple[int, bytes], list[int]]:
+    """(face, pixels) -> characters rendered to exactly those pixels in that face, if several."""
+    groups: dict[tuple[int, bytes], list[int]] = defaultdict(list)
+    for cp, by_font in renders.items():
+        for font_id, pixels in by_font.items():
+            groups[font_id, pixels].append(cp)
+    return {key: cps for key, cps in groups.items() if len(cps) > 1}
+
+
+def build_glyph_set(
+    faces: Sequence[FontFace],
+    chars: Sequence[int] | None = None,
+    image_size: int = 32,
+    min_fonts: int = 12,
+    homoglyph_fraction: float = 0.5,
+) -> GlyphSet:
+    """Render and clean a glyph set (see the module docstring for the cleaning steps).
+
+    Args:
+        faces: font faces; their order decides which of two identical renderings is kept.
+        chars: candidate code points; ``None`` = every renderable character in any face.
+        image_size: side S of the square images, pixels.
+        min_fonts: faces a character must be covered by, and distinct renderings it must keep.
+        homoglyph_fraction: share of common faces in which two characters must render
+            identically to count as homoglyphs.
+    """
+    start = time.perf_counter()
+    charmaps = [set(font_charmap(face)) for face in faces]
+    if chars is None:
+        chars = sorted(cp for cp in set().union(*charmaps) if is_renderable(cp))
+    coverage = Counter(cp for charmap in charmaps for cp in charmap)
+    selected = [cp for cp in chars if coverage[cp] >= min_fonts]
+
+    renders: dict[int, dict[int, bytes]] = {cp: {} for cp in selected}
+    rendered = 0
+    for font_id, (face, charmap) in enumerate(zip(faces, charmaps, strict=True)):
+        covered = [cp for cp in selected if cp in charmap]
+        rendered += len(covered)
+        for cp, image in zip(covered, render_face(face, covered, image_size), strict=True):
+            if image.max() >= _BLANK_LEVEL:
+                renders[cp][font_id] = image.tobytes()
+    blank = rendered - sum(map(len, renders.values()))
+
+    homoglyphs = _homoglyph_losers(renders, homoglyph_fraction)
+    for cp in homoglyphs:
+        del renders[cp]
+    cross_class = 0
+    for (font_id, _), cps in _identical_groups(renders).items():
+        for cp in sorted(cps)[1:]:
+            del renders[cp][font_id]
+            cross_class += 1
+    duplicates = 0
+    for cp, by_font in renders.items():
+        seen: dict[bytes, int] = {}
+        for font_id in sorted(by_font):
+            seen.setdefault(by_font[font_id], font_id)
+        duplicates += len(by_font) - len(seen)
+        renders[cp] = {font_id: pixels for pixels, font_id in seen.items()}
+    too_few = [cp for cp, by_font in renders.items() if len(by_font) < min_fonts]
+    too_few_images = sum(len(renders.pop(cp)) for cp in too_few)
+
+    items = [(cp, f, px) for cp in sorted(renders) for f, px in sorted(renders[cp].items())]
+    images = np.frombuffer(b"".join(px for _, _, px in items), dtype=np.uint8)
+    summary = {
+        "fonts": len(faces),
+        "candidates": len(selected),
+        "rendered": rendered,
+        "blank": blank,
+        "homoglyph_chars_dropped": len(homoglyphs),
+        "cross_class_identical_dropped": cross_class,
+        "duplicate_instances_dropped": duplicates,
+        "too_few_styles_chars_dropped": len(too_few),
+        "too_few_styles_images_dropped": too_few_images,
+        "classes": len(renders),
+        "images": len(items),
+        "build_seconds": round(time.perf_counter() - start, 2),
+    }
+    log.info("glyph set built: %s", summary)
+    return GlyphSet(
+        images=images.reshape(len(items), image_size, image_size),
+        codepoints=np.array([cp for cp, _, _ in items], dtype=np.int64),
+        font_ids=np.array([f for _, f, _ in items], dtype=np.int64),
+        font_names=tuple(face.name for face in faces),
+        summary=summary,
+    )
+
+
+def glyph_cache_key(
+    faces: Sequence[FontFace],
+    chars: Sequence[int] | None,
+    image_size: int,
+    min_fonts: int,
+    homoglyph_fraction: float,
+) -> str:
+    """A hash of everything a glyph set depends on (fonts by file name and size, renderer)."""
+    payload = {
+        "version": GLYPH_SET_VERSION,
+        "fonts": [(face.name, os.path.getsize(face.path)) for face in faces],
+        "chars": None if chars is None else list(chars),
+        "image_size": image_size,
+        "min_fonts": min_fonts,
+        "homoglyph_fraction": homoglyph_fraction,
+        "renderer": (PIL.__version__, features.version("freetype2")),
+    }
+    return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _save(glyphs: GlyphSet, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
+    with os.fdopen(fd, "wb") as f:
+        np.savez_compressed(
+            f,
+            images=glyphs.images,
+            codepoints=glyphs.codepoints,
+            font_ids=glyphs.font_ids,
+            font_names=np.array(glyphs.font_names),
+            summary=np.array(json.dumps(glyphs.summary)),
+        )
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def _load(path: Path) -> GlyphSet:
+    with np.load(path) as data:
+        return GlyphSet(
+            images=data["images"],
+            codepoints=data["codepoints"],
+            font_ids=data["font_ids"],
+            font_names=tuple(str(n) for n in data["font_names"]),
+            summary=json.loads(str(data["summary"])),
+        )
+
+
+def load_glyph_set(
+    fonts: str | Sequence[str] = "matplotlib",
+    chars: str | None = None,
+    image_size: int = 32,
+    min_fonts: int = 12,
+    homoglyph_fraction: float = 0.5,
+    cache_dir: str | os.PathLike | None = None,
+) -> GlyphSet:
+    """The glyph set for these options, from ``cache_dir`` when built before.
+
+    Args:
+        fonts: ``"matplotlib"``, font paths or globs (see :func:`resolve_fonts`).
+        chars: character spec (see :func:`parse_chars`); ``None`` = all the fonts share.
+        image_size, min_fonts, homoglyph_fraction: see :func:`build_glyph_set`.
+        cache_dir: directory of ``glyphs-<key>.npz`` files; ``None`` = always build.
+    """
+    if image_size < 8:
+        raise ValueError(f"glyph image_size must be >= 8 pixels, got {image_size}")
+    faces = resolve_fonts(fonts)
+    codepoints = parse_chars(chars)
+    path = None
+    if cache_dir is not None:
+        key = glyph_cache_key(faces, codepoints, image_size, min_fonts, homoglyph_fraction)
+        path = Path(cache_dir) / f"glyphs-{key}.npz"
+        if path.is_file():
+            return _load(path)
+    glyphs = build_glyph_set(faces, codepoints, image_size, min_fonts, homoglyph_fraction)
+    if glyphs.summary["classes"] == 0:
+        raise ValueError(
+            f"no character is covered by >= {min_fonts} distinct font renderings "
+            f"({len(faces)} faces, chars={chars!r}); lower min_fonts or add fonts"
+        )
+    if path is not None:
+        _save(glyphs, path)
+    return glyphs
