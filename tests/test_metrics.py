@@ -226,7 +226,7 @@ def test_exact_ties_ordered_by_gallery_row(backend):
     for k, expected in [(1, [0]), (2, [0, 3]), (4, [0, 3, 5, 1]), (5, [0, 3, 5, 1, 4])]:
         result = knn(query, gallery, k, backend=backend)
         assert result.indices.tolist() == [expected], k
-    tiny = knn(query, gallery, 4, backend="torch", memory_budget_bytes=8)  # 1 row x 5 columns blocks
+    tiny = knn(query, gallery, 4, backend="torch", memory_budget_bytes=8)  # 5-column blocks
     assert tiny.indices.tolist() == [[0, 3, 5, 1]]
 
 
