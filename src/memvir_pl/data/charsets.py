@@ -9,7 +9,7 @@ import unicodedata
 #: Unicode general categories a glyph class may come from: letters, numbers, punctuation,
 #: symbols. Marks, separators, controls, format, private-use and unassigned code points are out.
 _RENDERABLE_CATEGORIES = frozenset("LNPS")
-_RANGE = re.compile(r"U\+([0-9A-Fa-f]{4,6})(?:\s*-\s*U\+([0-9A-Fa-f]{4,6}))?")
+_RANGE = re.compile(r"U\+([0-9A-Fa-f]{1,6})(?:\s*-\s*U\+([0-9A-Fa-f]{1,6}))?")
 _RANGES = re.compile(rf"\s*{_RANGE.pattern}(\s*,\s*{_RANGE.pattern})*\s*")
 
 

@@ -9,10 +9,10 @@ centred on its advance width; nothing is scaled to fit). The set is cleaned by r
 3. homoglyphs (characters whose renderings are identical in at least ``homoglyph_fraction`` of
    the faces that have both, e.g. Latin A / Greek Alpha / Cyrillic A) form groups, of which
    only the lowest code point is kept;
-4. a rendering identical to one of a lower code point in the same face is dropped (labels
-   must not disagree on identical images);
-5. renderings pixel-identical to another of the same class are dropped;
-6. classes left with fewer than ``min_fonts`` distinct renderings are dropped.
+4. a rendering pixel-identical to an earlier one (lower code point, or same code point and
+   earlier face) is dropped: no two images of the set are equal, so labels never disagree
+   on identical images and no class holds copies;
+5. classes left with fewer than ``min_fonts`` distinct renderings are dropped.
 
 Characters are split into disjoint train / val / test sets by the SHA-1 of the character, so
 a character's split never depends on the fonts or on the other characters.
@@ -42,7 +42,7 @@ from memvir_pl.data.fonts import FontFace, font_charmap, resolve_fonts
 log = logging.getLogger(__name__)
 
 #: Bump when rendering or cleaning changes, so stale caches are not reused.
-GLYPH_SET_VERSION = 1
+GLYPH_SET_VERSION = 2
 #: The em square is this fraction of the image side; the baseline sits at BASELINE_FRACTION of
 #: the height from the top (room for accents above capitals and for descenders).
 EM_FRACTION = 0.75
@@ -122,22 +122,40 @@ def split_of(codepoint: int, fractions: Mapping[str, float] = DEFAULT_FRACTIONS)
     return SPLITS[-1]
 
 
-def render_face(face: FontFace, codepoints: Sequence[int], image_size: int) -> list[np.ndarray]:
-    """Renderings (S, S) uint8 of ``codepoints`` in one face, in the fixed em box."""
-    font = ImageFont.truetype(
+def open_face(face: FontFace, image_size: int) -> ImageFont.FreeTypeFont:
+    """The face as a PIL font whose em square is EM_FRACTION of ``image_size`` pixels."""
+    return ImageFont.truetype(
         face.path,
         size=round(EM_FRACTION * image_size),
         index=face.index,
         layout_engine=ImageFont.Layout.BASIC,
     )
+
+
+def render(font: ImageFont.FreeTypeFont, codepoints: Sequence[int], image_size: int) -> np.ndarray:
+    """(len(codepoints), S, S) uint8 renderings in the fixed em box (ink 255 on 0)."""
     baseline = BASELINE_FRACTION * image_size
-    images = []
-    for cp in codepoints:
+    images = np.zeros((len(codepoints), image_size, image_size), dtype=np.uint8)
+    for i, cp in enumerate(codepoints):
         canvas = Image.new("L", (image_size, image_size))
         left = (image_size - font.getlength(chr(cp))) / 2
         ImageDraw.Draw(canvas).text((left, baseline), chr(cp), font=font, fill=255, anchor="ls")
-        images.append(np.asarray(canvas))
+        images[i] = np.asarray(canvas)
     return images
+
+
+def _usable_faces(
+    faces: Sequence[FontFace], image_size: int
+) -> list[tuple[FontFace, set[int], ImageFont.FreeTypeFont]]:
+    """(face, code points, PIL font) of every face that fontTools and FreeType can read; the
+    others (e.g. colour bitmap fonts matched by a glob) are skipped with a warning."""
+    usable = []
+    for face in faces:
+        try:
+            usable.append((face, set(font_charmap(face)), open_face(face, image_size)))
+        except Exception as error:  # fontTools and FreeType raise many kinds
+            log.warning("skipping font %s: %s: %s", face.path, type(error).__name__, error)
+    return usable
 
 
 class _UnionFind:
@@ -159,7 +177,7 @@ class _UnionFind:
 def _homoglyph_losers(renders: dict[int, dict[int, bytes]], fraction: float) -> set[int]:
     """Characters to drop: all but the lowest code point of every homoglyph group."""
     same: Counter[tuple[int, int]] = Counter()
-    for group in _identical_groups(renders).values():
+    for group in _identical_groups(renders):
         same.update(combinations(sorted(group), 2))
     groups = _UnionFind()
     for (a, b), count in same.items():
@@ -168,13 +186,50 @@ def _homoglyph_losers(renders: dict[int, dict[int, bytes]], fraction: float) -> 
     return {cp for cp in groups.parent if groups.find(cp) != cp}
 
 
-def _identical_groups(renders: dict[int, dict[int, bytes]]) -> dict[tuple[int, bytes], list[int]]:
-    """(face, pixels) -> characters rendered to exactly those pixels in that face, if several."""
+def _identical_groups(renders: dict[int, dict[int, bytes]]) -> list[list[int]]:
+    """Groups of characters rendered to exactly the same pixels in one face."""
     groups: dict[tuple[int, bytes], list[int]] = defaultdict(list)
     for cp, by_font in renders.items():
         for font_id, pixels in by_font.items():
             groups[font_id, pixels].append(cp)
-    return {key: cps for key, cps in groups.items() if len(cps) > 1}
+    return [cps for cps in groups.values() if len(cps) > 1]
+
+
+def _render_all(
+    usable: Sequence[tuple[FontFace, set[int], ImageFont.FreeTypeFont]],
+    codepoints: Sequence[int],
+    image_size: int,
+) -> dict[int, dict[int, bytes]]:
+    """code point -> face id -> pixels (S*S bytes) of every non-blank rendering."""
+    renders: dict[int, dict[int, bytes]] = {cp: {} for cp in codepoints}
+    for font_id, (_, charmap, font) in enumerate(usable):
+        covered = [cp for cp in codepoints if cp in charmap]
+        for cp, image in zip(covered, render(font, covered, image_size), strict=True):
+            if image.max() >= _BLANK_LEVEL:
+                renders[cp][font_id] = image.tobytes()
+    return renders
+
+
+def _drop_identical(renders: dict[int, dict[int, bytes]]) -> tuple[int, int]:
+    """Drop, in place, every rendering equal to an earlier one (by code point, then face).
+
+    Returns:
+        (dropped as equal to another class's image, dropped as equal to the same class's).
+    """
+    owner: dict[bytes, int] = {}
+    cross_class = duplicates = 0
+    for cp in sorted(renders):
+        for font_id in sorted(renders[cp]):
+            pixels = renders[cp][font_id]
+            if pixels not in owner:
+                owner[pixels] = cp
+                continue
+            if owner[pixels] == cp:
+                duplicates += 1
+            else:
+                cross_class += 1
+            del renders[cp][font_id]
+    return cross_class, duplicates
 
 
 def build_glyph_set(
@@ -195,48 +250,33 @@ def build_glyph_set(
             identically to count as homoglyphs.
     """
     start = time.perf_counter()
-    charmaps = [set(font_charmap(face)) for face in faces]
+    usable = _usable_faces(faces, image_size)
+    charmaps = [charmap for _, charmap, _ in usable]
     if chars is None:
         chars = sorted(cp for cp in set().union(*charmaps) if is_renderable(cp))
     coverage = Counter(cp for charmap in charmaps for cp in charmap)
     selected = [cp for cp in chars if coverage[cp] >= min_fonts]
 
-    renders: dict[int, dict[int, bytes]] = {cp: {} for cp in selected}
-    rendered = 0
-    for font_id, (face, charmap) in enumerate(zip(faces, charmaps, strict=True)):
-        covered = [cp for cp in selected if cp in charmap]
-        rendered += len(covered)
-        for cp, image in zip(covered, render_face(face, covered, image_size), strict=True):
-            if image.max() >= _BLANK_LEVEL:
-                renders[cp][font_id] = image.tobytes()
+    renders = _render_all(usable, selected, image_size)
+    rendered = sum(len(set(selected) & charmap) for charmap in charmaps)
     blank = rendered - sum(map(len, renders.values()))
 
     homoglyphs = _homoglyph_losers(renders, homoglyph_fraction)
-    for cp in homoglyphs:
-        del renders[cp]
-    cross_class = 0
-    for (font_id, _), cps in _identical_groups(renders).items():
-        for cp in sorted(cps)[1:]:
-            del renders[cp][font_id]
-            cross_class += 1
-    duplicates = 0
-    for cp, by_font in renders.items():
-        seen: dict[bytes, int] = {}
-        for font_id in sorted(by_font):
-            seen.setdefault(by_font[font_id], font_id)
-        duplicates += len(by_font) - len(seen)
-        renders[cp] = {font_id: pixels for pixels, font_id in seen.items()}
+    homoglyph_images = sum(len(renders.pop(cp)) for cp in homoglyphs)
+    cross_class, duplicates = _drop_identical(renders)
     too_few = [cp for cp, by_font in renders.items() if len(by_font) < min_fonts]
     too_few_images = sum(len(renders.pop(cp)) for cp in too_few)
 
     items = [(cp, f, px) for cp in sorted(renders) for f, px in sorted(renders[cp].items())]
     images = np.frombuffer(b"".join(px for _, _, px in items), dtype=np.uint8)
     summary = {
-        "fonts": len(faces),
+        "fonts": len(usable),
+        "fonts_skipped": len(faces) - len(usable),
         "candidates": len(selected),
         "rendered": rendered,
         "blank": blank,
         "homoglyph_chars_dropped": len(homoglyphs),
+        "homoglyph_images_dropped": homoglyph_images,
         "cross_class_identical_dropped": cross_class,
         "duplicate_instances_dropped": duplicates,
         "too_few_styles_chars_dropped": len(too_few),
@@ -250,7 +290,7 @@ def build_glyph_set(
         images=images.reshape(len(items), image_size, image_size),
         codepoints=np.array([cp for cp, _, _ in items], dtype=np.int64),
         font_ids=np.array([f for _, f, _ in items], dtype=np.int64),
-        font_names=tuple(face.name for face in faces),
+        font_names=tuple(face.name for face, _, _ in usable),
         summary=summary,
     )
 

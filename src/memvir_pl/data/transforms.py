@@ -1,14 +1,16 @@
 """Image transform presets.
 
-- ``bninception``: train RandomResizedCrop + horizontal flip, eval Resize(S·256/224) +
-  CenterCrop(S); BGR channel order, pixel values 0-255, mean [104, 117, 128] (B, G, R), std 1.
-- ``imagenet``: the same geometry, RGB in [0, 1] normalised with the ImageNet mean/std.
-- ``glyph``: for in-memory glyph images (uint8 ink on black); works on whole batches at once:
-  random affine (rotation, shear, scale, translation) and stroke-thickness change (a blend
-  with a 3x3 max/min filter) in training; grey replicated to 3 channels, mean 0.5, std 0.5.
+PIL presets (PIL image -> (3, S, S) float tensor), all with the same geometry: train
+RandomResizedCrop(S) + horizontal flip, eval Resize(S·256/224) + CenterCrop(S); they differ in
+the pixel normalisation, given in 0-255 units:
 
-``bninception`` and ``imagenet`` take a PIL image and give a (3, S, S) float tensor;
-``glyph`` takes (B, S, S) uint8 and gives (B, 3, S, S) float.
+- ``bninception``: BGR, mean [104, 117, 128] (B, G, R), std 1 (the official MemVir input).
+- ``imagenet``: RGB, ImageNet mean/std (torchvision ResNet-50).
+- ``efficientnet``: RGB, (x - 127) / 128 (EfficientNet-Lite0's TF weights).
+
+``glyph`` (uint8 glyph batches (B, S, S) -> (B, 3, S, S) float): random affine (rotation,
+shear, scale, translation) and stroke-thickness change (a blend with a 3x3 max/min filter) in
+training, on whole batches at once; grey replicated to 3 channels, mean 0.5, std 0.5.
 """
 
 from __future__ import annotations
@@ -20,39 +22,37 @@ import torch
 import torch.nn.functional as F
 from torchvision import transforms as T
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-BNINCEPTION_MEAN_BGR = (104.0, 117.0, 128.0)
+
+@dataclass(frozen=True)
+class PixelNorm:
+    """Per-channel normalisation in 0-255 units, in the network's channel order."""
+
+    bgr: bool
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        """(3, H, W) RGB in [0, 1] -> normalised (3, H, W)."""
+        image = image.flip(0) if self.bgr else image
+        mean = torch.tensor(self.mean).view(3, 1, 1)
+        std = torch.tensor(self.std).view(3, 1, 1)
+        return (image * 255.0 - mean) / std
 
 
-def _to_bgr255(image: torch.Tensor) -> torch.Tensor:
-    """(3, H, W) RGB in [0, 1] -> BGR in [0, 255]."""
-    return image.flip(0) * 255.0
+PIXEL_NORMS: dict[str, PixelNorm] = {
+    "bninception": PixelNorm(bgr=True, mean=(104.0, 117.0, 128.0), std=(1.0, 1.0, 1.0)),
+    "imagenet": PixelNorm(bgr=False, mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375)),
+    "efficientnet": PixelNorm(bgr=False, mean=(127.0,) * 3, std=(128.0,) * 3),
+}
 
 
-def _pil_geometry(train: bool, image_size: int) -> list[Callable]:
+def pil_transform(norm: PixelNorm, train: bool, image_size: int = 224) -> Callable:
+    """PIL image -> (3, S, S) float tensor: crop geometry, then ``norm``."""
     if train:
-        return [T.RandomResizedCrop(image_size), T.RandomHorizontalFlip()]
-    return [T.Resize(round(image_size * 256 / 224)), T.CenterCrop(image_size)]
-
-
-def bninception_transform(train: bool, image_size: int = 224) -> Callable:
-    """PIL image -> (3, S, S) float tensor, BN-Inception preprocessing (BGR, 0-255)."""
-    return T.Compose(
-        [
-            *_pil_geometry(train, image_size),
-            T.ToTensor(),
-            _to_bgr255,
-            T.Normalize(BNINCEPTION_MEAN_BGR, (1.0, 1.0, 1.0)),
-        ]
-    )
-
-
-def imagenet_transform(train: bool, image_size: int = 224) -> Callable:
-    """PIL image -> (3, S, S) float tensor, ImageNet mean/std (ResNet-50, EfficientNet-Lite0)."""
-    return T.Compose(
-        [*_pil_geometry(train, image_size), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
-    )
+        geometry = [T.RandomResizedCrop(image_size), T.RandomHorizontalFlip()]
+    else:
+        geometry = [T.Resize(round(image_size * 256 / 224)), T.CenterCrop(image_size)]
+    return T.Compose([*geometry, T.ToTensor(), norm])
 
 
 @dataclass(frozen=True)
@@ -120,25 +120,17 @@ def glyph_transform(train: bool, image_size: int = 32) -> GlyphTransform:
     return GlyphTransform(train=train, image_size=image_size)
 
 
-#: preset name -> (input kind, builder(train, image_size)).
-PRESETS: dict[str, tuple[str, Callable[[bool, int], Callable]]] = {
-    "bninception": ("pil", bninception_transform),
-    "imagenet": ("pil", imagenet_transform),
-    "glyph": ("glyph", glyph_transform),
-}
-
-
-def _preset(name: str) -> tuple[str, Callable[[bool, int], Callable]]:
-    if name not in PRESETS:
-        raise ValueError(f"unknown transform preset {name!r}; expected one of {list(PRESETS)}")
-    return PRESETS[name]
-
-
 def build_transform(preset: str, train: bool, image_size: int) -> Callable:
-    """The transform of ``preset`` for the train or the evaluation splits."""
-    return _preset(preset)[1](train, image_size)
+    """The transform of ``preset`` (a PIXEL_NORMS name or ``glyph``) for train or evaluation."""
+    if preset_input(preset) == "glyph":
+        return glyph_transform(train, image_size)
+    return pil_transform(PIXEL_NORMS[preset], train, image_size)
 
 
 def preset_input(preset: str) -> str:
     """What a preset consumes: ``"pil"`` (PIL images) or ``"glyph"`` (uint8 glyph batches)."""
-    return _preset(preset)[0]
+    if preset != "glyph" and preset not in PIXEL_NORMS:
+        raise ValueError(
+            f"unknown transform preset {preset!r}; expected one of {[*PIXEL_NORMS, 'glyph']}"
+        )
+    return "glyph" if preset == "glyph" else "pil"
