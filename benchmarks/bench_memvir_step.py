@@ -1,0 +1,163 @@
+"""Cost of MemVir's bookkeeping in a training step, and the bank's size; ratios measured side by side.
+
+A step is the embedding head (Linear 1024 -> 512, L2-normalised) plus a
+NormSoftmax loss, backward and Adam, at B=128, D=512. Variants, timed in
+round-robin order in one process once the memory is full:
+
+- plain:      no MemVir (C classes)
+- ideal:      the loss on the same (n+1)-block input with the memory already
+              laid out in one tensor: what MemVir costs with free bookkeeping
+- ours:       MemVirCallback + VirtualClassMemory (recall, concatenate, push)
+- naive:      the same rule over Python lists of cloned tensors, re-sliced
+              every step (the official code's approach)
+
+bookkeeping share = (ours - ideal) / ours. Then the bank's bytes for exact and
+saving mode at SOP scale (C=11,318, D=512, N=5, M=100).
+
+    python benchmarks/bench_memvir_step.py [--classes 98 11318] [--reps 30 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from types import SimpleNamespace
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from memvir_pl import MemVirCallback, VirtualClassMemory
+from memvir_pl.losses import NormSoftmax
+
+B, D, FEATURES = 128, 512, 1024
+
+
+class NaiveMemVir:
+    """The rule over Python lists: clone everything each step, reverse and slice to select."""
+
+    def __init__(self, num_steps: int, step_gap: int) -> None:
+        self.num_steps, self.step_gap = num_steps, step_gap
+        self.items: list[tuple[Tensor, Tensor, Tensor]] = []
+
+    def __call__(self, loss, embeddings, labels, proxies):
+        newest_first = list(reversed(self.items))
+        chosen = newest_first[self.step_gap :: self.step_gap + 1][: self.num_steps]
+        C = loss.num_classes
+        out = (
+            torch.cat([embeddings] + [e for e, _, _ in chosen]),
+            torch.cat([labels] + [y + (j + 1) * C for j, (_, y, _) in enumerate(chosen)]),
+            torch.cat([proxies] + [p for _, _, p in chosen]),
+            (len(chosen) + 1) * C,
+        )
+        self.items.append((F.normalize(embeddings.detach(), dim=1).clone(), labels.clone(), proxies.detach().clone()))
+        if len(self.items) > self.num_steps * (self.step_gap + 1):
+            self.items.pop(0)
+        return out
+
+
+def build(num_classes: int, seed: int = 0):
+    torch.manual_seed(seed)
+    head = nn.Linear(FEATURES, D)
+    loss = NormSoftmax(num_classes, D)
+    loss.check_inputs = False  # time the rule, not the input checks
+    optimizer = torch.optim.Adam([*head.parameters(), loss.proxies], lr=1e-4)
+    features = torch.randn(B, FEATURES)
+    labels = torch.randint(0, num_classes, (B,))
+    return head, loss, optimizer, features, labels
+
+
+def step(head, loss, optimizer, features, labels) -> None:
+    embeddings = F.normalize(head(features), dim=1)
+    loss(embeddings, labels).backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def variants(num_classes: int, num_steps: int, step_gap: int):
+    """Name -> zero-argument callable running one training step, memory already full."""
+    fill = num_steps * (step_gap + 1)
+    runs = {}
+
+    plain = build(num_classes)
+    runs["plain"] = lambda: step(*plain)
+
+    ours = build(num_classes)
+    callback = MemVirCallback(num_steps, step_gap)
+    callback.loss = ours[1]
+    ours[1].batch_expander = callback.expand_batch
+    callback.on_train_epoch_start(SimpleNamespace(current_epoch=0), None)
+
+    def ours_step():
+        callback.on_train_batch_start(None, None, None, 0)
+        step(*ours)
+
+    for _ in range(fill):  # fill the bank without paying for the loss
+        callback.memory.push(torch.randn(B, D), torch.randint(0, num_classes, (B,)), ours[1].proxies.detach())
+    runs["ours"] = ours_step
+
+    naive = build(num_classes)
+    naive_rule = NaiveMemVir(num_steps, step_gap)
+    for _ in range(fill):
+        naive_rule.items.append((torch.randn(B, D), torch.randint(0, num_classes, (B,)), naive[1].proxies.detach().clone()))
+    naive[1].batch_expander = naive_rule
+    runs["naive"] = lambda: step(*naive)
+
+    ideal = build(num_classes)
+    memory_rows = torch.randn(num_steps * B, D)
+    memory_labels = torch.randint(0, num_classes, (num_steps * B,)) + num_classes
+    memory_proxies = ideal[1].proxies.detach().repeat(num_steps, 1)
+
+    def laid_out(loss, embeddings, labels, proxies):
+        return (torch.cat([embeddings, memory_rows]), torch.cat([labels, memory_labels]),
+                torch.cat([proxies, memory_proxies]), (num_steps + 1) * num_classes)
+
+    ideal[1].batch_expander = laid_out
+    runs["ideal"] = lambda: step(*ideal)
+    return runs
+
+
+def time_variants(runs, reps: int, warmup: int = 2) -> dict[str, float]:
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for rep in range(warmup + reps):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            if rep >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--classes", type=int, nargs="+", default=[98, 11318])
+    parser.add_argument("--reps", type=int, nargs="+", default=[30, 5], help="timed steps per class count")
+    parser.add_argument("--num-steps", type=int, default=5)
+    parser.add_argument("--step-gap", type=int, default=10)
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, B={B}, D={D}, "
+          f"N={args.num_steps}, M={args.step_gap} (memory full)\n")
+    print("| C | plain ms | ours / plain | ideal / plain | naive / plain | naive / ours | bookkeeping share of our step |")
+    print("|---|---|---|---|---|---|---|")
+    for num_classes, reps in zip(args.classes, args.reps, strict=True):
+        t = time_variants(variants(num_classes, args.num_steps, args.step_gap), reps)
+        share = (t["ours"] - t["ideal"]) / t["ours"]
+        print(f"| {num_classes} | {1e3 * t['plain']:.1f} | {t['ours'] / t['plain']:.2f} | {t['ideal'] / t['plain']:.2f} | "
+              f"{t['naive'] / t['plain']:.2f} | {t['naive'] / t['ours']:.2f} | {100 * share:+.1f}% |")
+
+    print("\nBank at SOP scale (C=11,318, D=512, B=128, N=5, M=100):\n")
+    print("| mode | dtype | bytes (GB) | measured after filling (GB) |")
+    print("|---|---|---|---|")
+    for mode, dtype in (("exact", torch.float32), ("saving", torch.float32), ("saving", torch.bfloat16)):
+        planned = VirtualClassMemory.bank_bytes(5, 100, B, D, 11318, proxy_mode=mode, dtype=dtype)
+        measured = "(not allocated: too large here)"
+        if mode == "saving":
+            memory = VirtualClassMemory(5, 100, storage_dtype=dtype, proxy_mode=mode)
+            memory.push(torch.zeros(B, D), torch.zeros(B, dtype=torch.long), torch.zeros(11318, D))
+            measured = f"{memory.nbytes() / 1e9:.3f}"
+        print(f"| {mode} | {str(dtype).removeprefix('torch.')} | {planned / 1e9:.3f} | {measured} |")
+
+
+if __name__ == "__main__":
+    main()

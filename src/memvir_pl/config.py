@@ -1,0 +1,64 @@
+"""Where the Hydra configs live and small helpers to build config groups that hold several objects."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig
+
+
+def _config_dir() -> Path:
+    """``$MEMVIR_CONFIG_DIR``, else the repository's ``conf/`` (src layout), else the packaged copy."""
+    candidates = [os.environ.get("MEMVIR_CONFIG_DIR"), Path(__file__).resolve().parents[2] / "conf",
+                  Path(__file__).resolve().parent / "conf"]
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "train.yaml").is_file():
+            return Path(candidate).resolve()
+    raise FileNotFoundError(
+        "memvir_pl: no Hydra config directory with train.yaml found (looked in "
+        f"{[str(c) for c in candidates if c]}); set MEMVIR_CONFIG_DIR to the repository's conf/ folder."
+    )
+
+
+CONFIG_DIR = _config_dir()
+
+
+def _instantiate_group(group: DictConfig | None, kind: str) -> list[Any]:
+    objects = []
+    for name, node in (group or {}).items():
+        if not isinstance(node, DictConfig) or "_target_" not in node:
+            raise ValueError(
+                f"{kind} config '{name}' has no _target_; each entry of the {kind} group must be an object "
+                f"config such as {{_target_: pytorch_lightning.callbacks.ModelCheckpoint, ...}}."
+            )
+        objects.append(hydra.utils.instantiate(node))
+    return objects
+
+
+def instantiate_callbacks(group: DictConfig | None) -> list[Any]:
+    """Lightning callbacks from the ``callbacks`` group (a mapping name -> object config)."""
+    return _instantiate_group(group, "callbacks")
+
+
+def instantiate_loggers(group: DictConfig | None) -> list[Any]:
+    """Lightning loggers from the ``logger`` group (a mapping name -> object config)."""
+    return _instantiate_group(group, "logger")
+
+
+def resolve_path(path: str | None) -> str | None:
+    """An absolute path for a user-given path (relative to where the command was started)."""
+    if not path:
+        return None
+    resolved = Path(hydra.utils.to_absolute_path(str(path))) if _hydra_running() else Path(path).resolve()
+    if not resolved.exists():
+        raise FileNotFoundError(f"{path}: no such file (resolved to {resolved}); check the path given.")
+    return str(resolved)
+
+
+def _hydra_running() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.initialized()

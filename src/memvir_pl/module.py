@@ -1,0 +1,146 @@
+"""DMLModule: backbone -> pooling -> embedding -> proxy loss, with retrieval metrics."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor, nn
+
+from memvir_pl.losses.base import VirtualClassLoss
+from memvir_pl.metrics import RetrievalMetrics
+
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+LR_SCHEDULES = ("constant", "step", "cosine")
+
+
+def step_decay_factor(epochs_done: int, gamma: float, decay_step: int, decay_stop: int | None) -> float:
+    """The official schedule: lr x gamma after every epoch e with e % decay_step == 0 and e <= decay_stop.
+
+    ``epochs_done`` counts finished epochs (the factor applies to epoch epochs_done + 1).
+    """
+    last = epochs_done if decay_stop is None else min(epochs_done, decay_stop)
+    return gamma ** (max(last, 0) // decay_step)
+
+
+class DMLModule(pl.LightningModule):
+    """Deep metric learning with a proxy loss, MemVir-ready.
+
+    Args:
+        model: images (B, 3, H, W) -> L2-normalised embeddings (B, D); e.g.
+            :class:`memvir_pl.models.EmbeddingNet` (its ``freeze_bn`` keeps
+            BatchNorm statistics frozen, as the official ``--freeze_BN``).
+        loss: a :class:`~memvir_pl.losses.ProxyLoss` or ``PMLAdapter`` over the training classes.
+        optimizer: ``"adam"`` (official), ``"adamw"`` or ``"sgd"``.
+        lr: learning rate of the model (backbone + embedding); official 1e-4.
+        proxy_lr: learning rate of the loss's proxies; official 1e-2.
+        weight_decay: for both groups; official 1e-4.
+        eps: Adam's epsilon; official 0.01.
+        lr_schedule: ``"constant"``, ``"step"`` (x ``lr_decay_gamma`` every
+            ``lr_decay_step`` epochs up to ``lr_decay_stop``, the official rule) or
+            ``"cosine"`` (to 0 over ``max_epochs``).
+        k: the Recall@K values of the retrieval metrics.
+        metric_backend: kNN backend of the metrics (``"auto"``, ``"torch"``, ``"faiss"``).
+
+    Batches are dicts with ``image`` (B, 3, H, W), ``label`` (B,), ``index`` (B,)
+    and, for query/gallery splits, ``is_query`` (B,). Validation logs
+    ``val/recall@K``, ``val/r_precision``, ``val/map@r``; testing ``test/...``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: VirtualClassLoss,
+        optimizer: str = "adam",
+        lr: float = 1e-4,
+        proxy_lr: float = 1e-2,
+        weight_decay: float = 1e-4,
+        eps: float = 0.01,
+        lr_schedule: str = "constant",
+        lr_decay_step: int | None = None,
+        lr_decay_stop: int | None = None,
+        lr_decay_gamma: float = 0.1,
+        k: Sequence[int] = (1, 2, 4, 8),
+        metric_backend: str = "auto",
+    ) -> None:
+        super().__init__()
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"DMLModule: optimizer must be one of {sorted(OPTIMIZERS)}, got {optimizer!r}.")
+        if lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"DMLModule: lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}.")
+        if lr_schedule == "step" and not (lr_decay_step and lr_decay_step > 0):
+            raise ValueError(
+                f"DMLModule: lr_schedule='step' needs lr_decay_step > 0 (epochs), got {lr_decay_step!r}; "
+                "e.g. module.lr_decay_step=50 module.lr_decay_stop=50 (the official CARS196 baseline)."
+            )
+        self.save_hyperparameters(ignore=["model", "loss"])
+        self.model = model
+        self.loss = loss
+        self.val_metrics = RetrievalMetrics(k=tuple(k), backend=metric_backend)
+        self.test_metrics = RetrievalMetrics(k=tuple(k), backend=metric_backend)
+        self.run_config: dict[str, Any] | None = None  # the composed Hydra config, saved in checkpoints
+
+    def forward(self, images: Tensor) -> Tensor:
+        """Embeddings (B, D) of images (B, 3, H, W)."""
+        return self.model(images)
+
+    # ------------------------------------------------------------------ steps
+    def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
+        loss = self.loss(self(batch["image"]), batch["label"])
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch["label"]))
+        return loss
+
+    def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
+        self._update(self.val_metrics, batch)
+
+    def test_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
+        self._update(self.test_metrics, batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics(self.val_metrics, "val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics(self.test_metrics, "test")
+
+    def _update(self, metric: RetrievalMetrics, batch: Mapping[str, Tensor]) -> None:
+        metric.update(self(batch["image"]).float(), batch["label"], indexes=batch["index"],
+                      is_query=batch.get("is_query"))
+
+    def _log_metrics(self, metric: RetrievalMetrics, prefix: str) -> None:
+        if metric.update_count == 0:  # e.g. a sanity check with no batches
+            return
+        values = metric.compute()
+        metric.reset()
+        # the metric's states are gathered across processes already: every rank logs the same values
+        self.log_dict({f"{prefix}/{name}": float(value) for name, value in values.items()}, sync_dist=False)
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        groups = [
+            {"params": [p for p in self.model.parameters() if p.requires_grad], "lr": hp.lr, "name": "model"},
+            {"params": [p for p in self.loss.parameters() if p.requires_grad], "lr": hp.proxy_lr, "name": "proxies"},
+        ]
+        kwargs: dict[str, Any] = {"weight_decay": hp.weight_decay}
+        if hp.optimizer in ("adam", "adamw"):
+            kwargs["eps"] = hp.eps
+        optimizer = OPTIMIZERS[hp.optimizer]([g for g in groups if g["params"]], **kwargs)
+        if hp.lr_schedule == "constant":
+            return optimizer
+        if hp.lr_schedule == "step":
+            factor = lambda epochs_done: step_decay_factor(  # noqa: E731
+                epochs_done, hp.lr_decay_gamma, hp.lr_decay_step, hp.lr_decay_stop
+            )
+        else:
+            total = max(1, int(self.trainer.max_epochs or 1))
+            factor = lambda epochs_done: 0.5 * (1 + math.cos(math.pi * min(epochs_done, total) / total))  # noqa: E731
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.run_config is not None:
+            checkpoint["memvir_pl_config"] = self.run_config

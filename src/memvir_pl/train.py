@@ -1,0 +1,108 @@
+"""Hydra entry point: ``python -m memvir_pl.train [+experiment=NAME] [key=value ...]``.
+
+Builds every object from the composed config with ``hydra.utils.instantiate``,
+trains, tests the best checkpoint, prints a Recall@K / R-Precision / MAP@R
+table and writes ``metrics.json`` (final, best and test metrics) in the run
+directory.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from memvir_pl.config import CONFIG_DIR, instantiate_callbacks, instantiate_loggers, resolve_path
+from memvir_pl.losses.base import VirtualClassLoss
+from memvir_pl.report import print_metrics_table
+
+
+def build_run(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule]:
+    """The datamodule and the DMLModule of a config (the loss sized from the data and the model)."""
+    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    model = hydra.utils.instantiate(cfg.model)
+    loss = hydra.utils.instantiate(cfg.loss)
+    if callable(loss) and not isinstance(loss, torch.nn.Module):  # a partial: size it now
+        loss = loss(num_classes=datamodule.num_classes, embedding_dim=model.embedding_dim)
+    if not isinstance(loss, VirtualClassLoss):
+        raise ValueError(
+            f"loss config built a {type(loss).__name__}; it must build a memvir_pl ProxyLoss or PMLAdapter "
+            "(see conf/loss/*.yaml for examples)."
+        )
+    module = hydra.utils.instantiate(cfg.module, _convert_="all")(model=model, loss=loss)
+    module.run_config = OmegaConf.to_container(cfg, resolve=True)
+    return datamodule, module
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train (and test) one config; returns the metrics written to ``metrics.json``."""
+    pl.seed_everything(cfg.seed, workers=True)
+    datamodule, module = build_run(cfg)
+    callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    memvir = cfg.get("memvir")
+    if memvir and memvir.get("_target_"):
+        callbacks.append(hydra.utils.instantiate(memvir))
+    trainer: pl.Trainer = hydra.utils.instantiate(
+        cfg.trainer, callbacks=callbacks, logger=instantiate_loggers(cfg.get("logger")) or False
+    )
+    history = EpochHistory()
+    trainer.callbacks.append(history)
+    ckpt_path = resolve_path(cfg.get("ckpt_path"))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+
+    metrics: dict[str, Any] = {"final": history.last(), "best": history.best(cfg.optimized_metric)}
+    if cfg.get("test"):
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        tested = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+        metrics["test"] = {k: float(v) for k, v in (tested[0] if tested else {}).items()}
+        metrics["test_checkpoint"] = best or "final weights"
+    output_dir = Path(cfg.paths.output_dir)
+    if trainer.is_global_zero:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        print_metrics_table(metrics, title=f"{cfg.task_name}: retrieval metrics ({output_dir / 'metrics.json'})")
+    return metrics
+
+
+class EpochHistory(pl.Callback):
+    """Keeps the validation metrics of every validated epoch (for metrics.json's final and best)."""
+
+    def __init__(self) -> None:
+        self.epochs: list[dict[str, float]] = []
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        row = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        if row:
+            self.epochs.append({"epoch": trainer.current_epoch + 1, **row})
+
+    def last(self) -> dict[str, float]:
+        return self.epochs[-1] if self.epochs else {}
+
+    def best(self, key: str) -> dict[str, float]:
+        scored = [row for row in self.epochs if key in row and not math.isnan(row[key])]
+        return max(scored, key=lambda row: row[key]) if scored else {}
+
+
+def optimized_value(metrics: dict[str, Any], key: str) -> float | None:
+    """The sweeper's objective: ``key`` in the best epoch's metrics."""
+    value = metrics.get("best", {}).get(key)
+    return None if value is None else float(value)
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    return optimized_value(train(cfg), cfg.optimized_metric)
+
+
+if __name__ == "__main__":
+    main()
