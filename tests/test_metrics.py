@@ -294,6 +294,22 @@ def test_auto_backend_and_float64():
     )
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_cuda_matches_cpu(backend):
+    x, labels = clustered(6, class_sizes("sop", 6), dim=32)
+    is_query = torch.arange(labels.numel()) % 4 == 0
+    for split in (None, is_query):
+        cpu = retrieval_metrics(x, labels, is_query=split, backend="torch")
+        gpu = retrieval_metrics(x.cuda(), labels.cuda(), is_query=split, backend=backend)
+        assert gpu == pytest.approx(cpu, abs=1e-6)
+    result = knn(x.cuda(), x.cuda(), 5, backend=backend, exclude=torch.arange(labels.numel()))
+    assert result.indices.device.type == "cuda"
+    assert torch.equal(
+        result.indices.cpu(), knn(x, x, 5, exclude=torch.arange(labels.numel())).indices
+    )
+
+
 # --------------------------------------------------------------------- NMI
 
 
