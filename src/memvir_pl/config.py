@@ -29,6 +29,8 @@ CONFIG_DIR = _config_dir()
 def _instantiate_group(group: DictConfig | None, kind: str) -> list[Any]:
     objects = []
     for name, node in (group or {}).items():
+        if node is None:  # switched off from the command line, e.g. callbacks.rich_progress_bar=null
+            continue
         if not isinstance(node, DictConfig) or "_target_" not in node:
             raise ValueError(
                 f"{kind} config '{name}' has no _target_; each entry of the {kind} group must be an object "
@@ -39,12 +41,12 @@ def _instantiate_group(group: DictConfig | None, kind: str) -> list[Any]:
 
 
 def instantiate_callbacks(group: DictConfig | None) -> list[Any]:
-    """Lightning callbacks from the ``callbacks`` group (a mapping name -> object config)."""
+    """Lightning callbacks from the ``callbacks`` group (a mapping name -> object config or null)."""
     return _instantiate_group(group, "callbacks")
 
 
 def instantiate_loggers(group: DictConfig | None) -> list[Any]:
-    """Lightning loggers from the ``logger`` group (a mapping name -> object config)."""
+    """Lightning loggers from the ``logger`` group (a mapping name -> object config or null)."""
     return _instantiate_group(group, "logger")
 
 

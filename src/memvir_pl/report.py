@@ -15,11 +15,15 @@ def metric_columns(rows: dict[str, dict[str, float]]) -> list[str]:
     return recalls + [n for n in ("r_precision", "map@r", "nmi") if n in names]
 
 
-def print_metrics_table(metrics: dict[str, Any], title: str) -> None:
-    """Rows: best validation epoch, final validation epoch, test (best checkpoint); columns: metrics in %."""
+def run_rows(metrics: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Table rows of a training run's metrics.json: best and final validation epoch, test."""
     rows = {label: metrics.get(key) or {} for label, key in
             (("val best", "best"), ("val final", "final"), ("test", "test"))}
-    rows = {label: row for label, row in rows.items() if row}
+    return {label: row for label, row in rows.items() if row}
+
+
+def print_metrics_table(rows: dict[str, dict[str, float]], title: str) -> None:
+    """One row per entry (label -> {"split/metric": value in [0, 1], "epoch": n}); metrics shown in %."""
     columns = metric_columns(rows)
     table = Table(title=title)
     table.add_column("split")

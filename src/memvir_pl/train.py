@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from memvir_pl.config import CONFIG_DIR, instantiate_callbacks, instantiate_loggers, resolve_path
 from memvir_pl.losses.base import VirtualClassLoss
-from memvir_pl.report import print_metrics_table
+from memvir_pl.report import print_metrics_table, run_rows
 
 
 def build_run(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule]:
@@ -68,7 +68,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if trainer.is_global_zero:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        print_metrics_table(metrics, title=f"{cfg.task_name}: retrieval metrics ({output_dir / 'metrics.json'})")
+        print_metrics_table(run_rows(metrics), title=f"{cfg.task_name}: retrieval metrics ({output_dir / 'metrics.json'})")
     return metrics
 
 

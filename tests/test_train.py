@@ -1,0 +1,131 @@
+"""The training pipeline through Hydra: configs compose, experiments run on fixtures, entry points work."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from memvir_pl.train import train
+from tests import data_fixtures
+from tests.hydra_helpers import EXPERIMENTS, QUIET, compose_config, run_module
+
+FIXTURE_WRITERS = {"cub": data_fixtures.write_cub, "cars": data_fixtures.write_cars,
+                   "sop": data_fixtures.write_sop, "inshop": data_fixtures.write_inshop}
+TINY_GLYPHS = ["trainer.max_epochs=1", "+trainer.limit_train_batches=3", "+trainer.limit_val_batches=2",
+               "+trainer.limit_test_batches=2", "data.batch_size=32", "data.eval_batch_size=256"]
+
+
+def test_every_experiment_composes_with_the_published_settings(tmp_path):
+    assert {"cars", "cars_baseline", "cars_proxy_nca", "cub", "sop", "inshop"} <= set(EXPERIMENTS)
+    for name in EXPERIMENTS:
+        cfg = compose_config([f"+experiment={name}"], tmp_path)
+        assert cfg.task_name == name
+        assert cfg.model.backbone == "bninception" and cfg.model.embedding_dim == 512
+        assert cfg.data.batch_size == 128 and cfg.module.eps == 0.01 and cfg.module.proxy_lr == 1e-2
+    cars = compose_config(["+experiment=cars"], tmp_path)
+    assert (cars.memvir.num_steps, cars.memvir.step_gap, cars.memvir.warmup_epochs) == (45, 10, 40)
+    assert cars.loss.scale == 23.0 and cars.trainer.max_epochs == 2000 and cars.module.lr_schedule == "constant"
+    baseline = compose_config(["+experiment=cars_baseline"], tmp_path)
+    assert baseline.memvir is None and baseline.trainer.max_epochs == 130
+    assert (baseline.module.lr_decay_step, baseline.module.lr_decay_stop) == (50, 50)
+    nca = compose_config(["+experiment=cars_proxy_nca"], tmp_path)
+    assert nca.loss._target_.endswith("ProxyNCA") and (nca.memvir.num_steps, nca.memvir.step_gap) == (20, 25)
+    assert compose_config(["+experiment=sop"], tmp_path).memvir.proxy_mode == "saving"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dataset", sorted(FIXTURE_WRITERS))
+def test_experiment_fast_dev_run_on_a_fixture(tmp_path, dataset):
+    root = tmp_path / dataset
+    FIXTURE_WRITERS[dataset](root)
+    experiment = "cars" if dataset == "cars" else dataset
+    cfg = compose_config([f"+experiment={experiment}", f"data.root={root}", "trainer=cpu", "model=small_cnn",
+                          "data.image_size=32", "data.batch_size=4", "data.eval_batch_size=8", "data.num_workers=0",
+                          "data.pin_memory=false", "memvir.warmup_epochs=0", "memvir.step_gap=0",
+                          "+trainer.fast_dev_run=2", "module.k=[1,2]", "test=false", *QUIET], tmp_path)
+    metrics = train(cfg)
+    assert 0.0 <= metrics["final"]["val/recall@1"] <= 1.0
+    assert (tmp_path / "metrics.json").is_file()
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> Path:
+    """One short default run (glyphs, small CNN, MemVir) through the real command line."""
+    cwd = tmp_path_factory.mktemp("run")
+    result = run_module("memvir_pl.train", [*TINY_GLYPHS, "memvir.warmup_epochs=0", "memvir.step_gap=0",
+                                            "hydra.run.dir=out", *QUIET], cwd)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "recall@1" in result.stdout and "map@r" in result.stdout  # the final table
+    return cwd / "out"
+
+
+def test_default_run_writes_metrics_json(trained_run):
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert set(metrics) >= {"final", "best", "test"}
+    for key in ("recall@1", "recall@8", "r_precision", "map@r"):
+        assert 0.0 <= metrics["test"][f"test/{key}"] <= 1.0
+        assert 0.0 <= metrics["final"][f"val/{key}"] <= 1.0
+    assert metrics["best"]["epoch"] == 1
+    assert (trained_run / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_eval_reproduces_the_test_metrics_of_the_checkpoint(trained_run, tmp_path):
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    result = run_module("memvir_pl.eval", [f"ckpt_path={metrics['test_checkpoint']}", "hydra.run.dir=eval",
+                                           "+trainer.limit_test_batches=2"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert report["split"] == "test"
+    for key, value in metrics["test"].items():
+        assert report["metrics"][key] == pytest.approx(value, abs=1e-6), key
+
+
+def test_resume_from_last_ckpt_continues_epoch_optimiser_and_memory(trained_run, tmp_path):
+    last = trained_run / "checkpoints" / "last.ckpt"
+    before = torch.load(last, weights_only=True)
+    cfg = compose_config([*TINY_GLYPHS, "trainer.max_epochs=2", "memvir.warmup_epochs=0", "memvir.step_gap=0",
+                          f"ckpt_path={last}", "test=false", *QUIET], tmp_path)
+    metrics = train(cfg)
+    after = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert metrics["final"]["epoch"] == 2 and after["epoch"] == 1 and before["epoch"] == 0
+    assert after["global_step"] == 2 * before["global_step"] == 6
+    memory = lambda ckpt: ckpt["callbacks"]["MemVirCallback"]["memory"]  # noqa: E731
+    assert memory(before)["pushes"] == 3 and memory(after)["pushes"] == 6
+    adam_steps = lambda ckpt: int(next(iter(ckpt["optimizer_states"][0]["state"].values()))["step"])  # noqa: E731
+    assert adam_steps(before) == 3 and adam_steps(after) == 6
+
+
+@pytest.mark.slow
+def test_multirun_of_two_jobs(tmp_path):
+    result = run_module("memvir_pl.train", ["-m", "memvir.num_steps=1,2", *TINY_GLYPHS, "test=false",
+                                            "hydra.sweep.dir=multi", *QUIET], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for job in ("0", "1"):
+        metrics = json.loads((tmp_path / "multi" / job / "metrics.json").read_text())
+        assert "val/recall@1" in metrics["final"]
+
+
+def test_missing_dataset_names_the_expected_files(tmp_path):
+    cfg = compose_config(["+experiment=cub", f"data.root={tmp_path / 'nowhere'}", "trainer=cpu", *QUIET], tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"images\.txt"):
+        train(cfg)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [("loss=triplet", "Could not find 'loss/triplet'"),
+     ("module.lrr=0.1", "Could not override 'module.lrr'"),
+     ("experiment=cars", "Could not override 'experiment'")],
+)
+def test_bad_overrides_are_explained(tmp_path, override, message):
+    with pytest.raises(Exception, match=message):
+        compose_config([override], tmp_path)
+
+
+def test_bad_module_settings_are_explained(tmp_path):
+    cfg = compose_config(["module.lr_schedule=step", *TINY_GLYPHS, *QUIET], tmp_path)
+    with pytest.raises(ValueError, match="lr_decay_step"):
+        train(cfg)
