@@ -18,7 +18,7 @@ _LAZY = {
     "RetrievalMetrics": "memvir_pl.metrics",
 }
 
-__all__ = list(_LAZY)
+__all__ = ["DMLModule", "MemVirCallback", "RetrievalMetrics", "VirtualClassMemory"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from memvir_pl.callback import MemVirCallback

@@ -6,7 +6,6 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from memvir_pl.losses.base import VirtualClassLoss
@@ -134,7 +133,7 @@ class MemVirCallback(pl.Callback):
         out_labels = torch.cat([labels] + [m.labels + (j + 1) * num_classes for j, m in enumerate(items)])
         out_proxies = torch.cat([proxies] + [m.proxies.to(proxies.dtype) for m in items])
         with torch.no_grad():
-            self.memory.push(F.normalize(embeddings.detach().float(), dim=1), labels, proxies.detach())
+            self.memory.push(embeddings, labels, proxies, normalize=True)
         self._stored_this_step = True
         return out_embeddings, out_labels, out_proxies, (len(items) + 1) * num_classes
 

@@ -58,7 +58,7 @@ class VirtualClassMemory:
         num_steps: N, the most past steps used at once (virtual-class blocks).
         step_gap: M, the number of steps skipped between two used steps.
         storage_dtype: dtype of stored embeddings and proxies (e.g. ``torch.bfloat16``);
-            ``None`` keeps the dtype of what is pushed.
+            ``None`` uses the proxies' dtype (float32 for float32 parameters, also under autocast).
         proxy_mode: ``"exact"`` (one proxy snapshot per item) or ``"saving"``
             (N+1 snapshots; see the module docstring for the exact rule).
     """
@@ -146,11 +146,12 @@ class VirtualClassMemory:
         )
 
     # ------------------------------------------------------------------ update
-    def push(self, embeddings: Tensor, labels: Tensor, proxies: Tensor) -> None:
+    def push(self, embeddings: Tensor, labels: Tensor, proxies: Tensor, normalize: bool = False) -> None:
         """Store one step: embeddings (B, D), labels (B,), proxies (P, D), all detached.
 
-        Copies into the preallocated slot of the oldest item; the caller must
-        have used :meth:`recall` for this step before pushing.
+        Copies into the preallocated slot of the oldest item (L2-normalising the
+        embeddings on the way when ``normalize``); the caller must have used
+        :meth:`recall` for this step before pushing.
         """
         if embeddings.ndim != 2 or labels.shape != embeddings.shape[:1] or proxies.ndim != 2:
             raise ValueError(
@@ -162,7 +163,13 @@ class VirtualClassMemory:
         step = self.pushes
         slot = step % self.capacity
         batch = embeddings.shape[0]
-        self._embeddings[slot, :batch].copy_(embeddings.detach())
+        target = self._embeddings[slot, :batch]
+        if normalize and target.dtype == embeddings.dtype:
+            torch.nn.functional.normalize(embeddings.detach(), dim=1, out=target)
+        elif normalize:
+            target.copy_(torch.nn.functional.normalize(embeddings.detach(), dim=1))
+        else:
+            target.copy_(embeddings.detach())
         self._labels[slot, :batch].copy_(labels)
         self._sizes[slot] = batch
         if self.proxy_mode == "exact" or step % (self.step_gap + 1) == 0:
@@ -223,7 +230,7 @@ class VirtualClassMemory:
         return self._embeddings, self._labels, self._proxies
 
     def _ensure_allocated(self, embeddings: Tensor, proxies: Tensor) -> None:
-        dtype = self.storage_dtype or embeddings.dtype
+        dtype = self.storage_dtype or proxies.dtype  # the parameters' precision, also under autocast
         batch, dim = embeddings.shape
         if self._embeddings is None:
             device = embeddings.device
