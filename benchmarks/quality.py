@@ -1,0 +1,421 @@
+"""Retrieval-quality benchmark: does MemVir help the same loss, model and data? (issue 5)
+
+For each loss x {no MemVir, MemVir} x seed, trains ``memvir_pl.train.train(cfg)`` on a
+composed Hydra config, selects the epoch on the validation characters (best val MAP@R:
+the checkpoint monitor and ``optimized_metric``), and reports the test metrics of that
+checkpoint as mean ± std over seeds plus the MemVir − baseline difference with its
+standard error (Welch: sqrt(s_a²/n_a + s_b²/n_b)). Budgets: ``E`` epochs for both (equal
+epochs), MemVir at ``2E`` against the baseline at ``E`` (MemVir trained longer, as the
+paper does) and the budget-matched control (baseline at ``2E``). Ablations vary one MemVir
+setting of the equal-epoch NormSoftmax run.
+
+Each finished run leaves ``<cache>/<regime>/<run>.json`` (test/best metrics and the
+per-epoch validation curve from the run's ``csv/metrics.csv``); runs whose JSON exists
+are skipped, so the grid can be run in pieces (``--shard i/k`` splits it between
+processes). Then ``benchmarks/results/quality_<regime>.md`` and
+``quality_<regime>_val_recall.png`` are written from every cached run of the regime.
+
+    python benchmarks/quality.py --regime glyphs_cnn --losses norm_softmax proxy_anchor \
+        --seeds 0 1 2 --shard 0/2          # and --shard 1/2 in a second process
+    python benchmarks/quality.py --regime glyphs_cnn --report-only
+    python benchmarks/quality.py --tiny --out /tmp/q   # smoke test (a few steps)
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import shlex
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+METRICS = ("recall@1", "recall@2", "recall@4", "recall@8", "map@r")
+SELECT = "val/map@r"
+COMMON = [
+    "callbacks.rich_progress_bar=null",
+    "logger=csv",
+    f"optimized_metric={SELECT}",
+    f"callbacks.model_checkpoint.monitor={SELECT}",
+]
+LOSSES = {
+    "norm_softmax": "NormSoftmax",
+    "proxy_nca": "ProxyNCA",
+    "proxy_anchor": "ProxyAnchor",
+    "cosface": "CosFace",
+    "arcface": "ArcFace",
+}
+# One MemVir setting changed at a time from the regime's default (N5 M50 U2, exact, float32).
+ABLATIONS = {
+    "N1": ["memvir.num_steps=1"],
+    "N10": ["memvir.num_steps=10"],
+    "M10": ["memvir.step_gap=10"],
+    "M100": ["memvir.step_gap=100"],
+    "U0": ["memvir.warmup_epochs=0"],
+    "U5": ["memvir.warmup_epochs=5"],
+    "saving": ["memvir.proxy_mode=saving"],
+    "bf16": ["memvir.storage_dtype=bfloat16"],
+}
+
+
+@dataclass(frozen=True)
+class Regime:
+    """A model x data setting: its overrides and the equal-epoch budget E."""
+
+    description: str
+    overrides: tuple[str, ...]
+    epochs: int
+    memvir_overrides: tuple[str, ...] = ()
+
+
+REGIMES = {
+    "glyphs_cnn": Regime(
+        "(i) small CNN from scratch, glyphs (a): matplotlib fonts, 32 px",
+        ("data=glyphs", "model=small_cnn"),
+        epochs=8,
+    ),
+    "glyphs_cjk_cnn": Regime(
+        "(ii) small CNN from scratch, glyphs (b): Debian CJK fonts, 32 px",
+        ("data=glyphs_cjk", "model=small_cnn"),
+        epochs=10,
+    ),
+    "tiny": Regime(
+        "smoke test: a few steps on a Latin subset",
+        (
+            "data=glyphs",
+            "model=small_cnn",
+            "data.options.chars='U+0041-U+005A, U+0061-U+007A, U+0391-U+03C9'",
+            "data.batch_size=32",
+            "+trainer.limit_train_batches=3",
+            "+trainer.limit_val_batches=2",
+            "+trainer.limit_test_batches=2",
+        ),
+        epochs=1,
+        memvir_overrides=("memvir.num_steps=1", "memvir.step_gap=0", "memvir.warmup_epochs=0"),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run of the grid."""
+
+    loss: str
+    memvir: bool
+    epochs: int
+    seed: int
+    ablation: str = ""
+    extra: tuple[str, ...] = field(default=())
+
+    @property
+    def name(self) -> str:
+        method = "memvir" + (f"-{self.ablation}" if self.ablation else "") if self.memvir else "base"
+        return f"{self.loss}-{method}-e{self.epochs}-s{self.seed}"
+
+    def overrides(self, regime: Regime) -> list[str]:
+        return [
+            *regime.overrides,
+            f"loss={self.loss}",
+            f"memvir={'default' if self.memvir else 'none'}",
+            f"trainer.max_epochs={self.epochs}",
+            f"seed={self.seed}",
+            *COMMON,
+            *(regime.memvir_overrides if self.memvir else ()),
+            *self.extra,
+        ]
+
+
+def grid(regime: Regime, losses: Sequence[str], seeds: Sequence[int], ablations: Sequence[str],
+         budgets: Sequence[str]) -> list[RunSpec]:
+    """The runs, most important first: per seed and loss, equal then longer budgets; ablations last."""
+    e = regime.epochs
+    specs: list[RunSpec] = []
+    for seed in seeds:
+        for loss in losses:
+            specs += [RunSpec(loss, False, e, seed), RunSpec(loss, True, e, seed)]
+            if "long" in budgets:
+                specs += [RunSpec(loss, True, 2 * e, seed), RunSpec(loss, False, 2 * e, seed)]
+    for name in ablations:
+        if name not in ABLATIONS:
+            raise ValueError(f"unknown ablation {name!r}; choose from {sorted(ABLATIONS)}.")
+        specs.append(RunSpec("norm_softmax", True, e, seeds[0], name, tuple(ABLATIONS[name])))
+    return specs
+
+
+# ---------------------------------------------------------------------------- running
+def compose(overrides: list[str], output_dir: Path):
+    """The composed train config with ``${hydra:...}`` resolvable and its output in ``output_dir``."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from memvir_pl.config import CONFIG_DIR
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = hydra_compose(config_name="train", overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(output_dir)
+        cfg.hydra.runtime.cwd = str(output_dir)
+        cfg.hydra.job.num = 0
+    HydraConfig().set_config(cfg)
+    return cfg
+
+
+def val_curve(run_dir: Path) -> list[dict[str, float]]:
+    """Per validated epoch (1-based) the val metrics, from the run's ``csv/metrics.csv``."""
+    rows = []
+    with open(run_dir / "csv" / "metrics.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            if row.get("val/recall@1"):
+                rows.append({"epoch": int(row["epoch"]) + 1,
+                             **{k: float(v) for k, v in row.items() if k.startswith("val/") and v}})
+    return rows
+
+
+def run_one(spec: RunSpec, regime: Regime, work_dir: Path, cache_dir: Path) -> dict[str, Any]:
+    """Train and test one run (in this process); returns and caches its result record."""
+    from memvir_pl.train import train
+
+    run_dir = work_dir / spec.name
+    overrides = [*spec.overrides(regime), f"paths.cache_dir={work_dir.parent / '.cache'}"]
+    cfg = compose(overrides, run_dir)
+    start = time.perf_counter()
+    metrics = train(cfg)
+    record = {
+        "name": spec.name, "loss": spec.loss, "memvir": spec.memvir, "epochs": spec.epochs,
+        "seed": spec.seed, "ablation": spec.ablation, "overrides": spec.overrides(regime),
+        "seconds": round(time.perf_counter() - start, 1), "best": metrics["best"],
+        "test": metrics["test"], "test_checkpoint": metrics.get("test_checkpoint"),
+        "val_curve": val_curve(run_dir), "run_dir": str(run_dir),
+    }
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    (cache_dir / f"{spec.name}.json").write_text(json.dumps(record, indent=1))
+    return record
+
+
+# ---------------------------------------------------------------------------- report
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample std (ddof 1; NaN for one value)."""
+    mean = statistics.fmean(values)
+    return mean, statistics.stdev(values) if len(values) > 1 else math.nan
+
+
+def difference(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
+    """mean(a) − mean(b) and its Welch standard error (NaN unless both have ≥ 2 values)."""
+    (ma, sa), (mb, sb) = mean_std(a), mean_std(b)
+    return ma - mb, math.sqrt(sa**2 / len(a) + sb**2 / len(b))
+
+
+def fmt(mean: float, spread: float, signed: bool = False) -> str:
+    number = f"{mean:+.2f}" if signed else f"{mean:.2f}"
+    return number if math.isnan(spread) else f"{number} ± {spread:.2f}"
+
+
+def test_values(records: Sequence[dict], metric: str) -> list[float]:
+    """Test ``metric`` of each record, in %."""
+    return [100 * r["test"][f"test/{metric}"] for r in records]
+
+
+def load_records(cache_dir: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(cache_dir.glob("*.json"))]
+
+
+def group(records: Sequence[dict]) -> dict[tuple, list[dict]]:
+    """Records by (loss, memvir, ablation, epochs), seeds together."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["loss"], r["memvir"], r["ablation"], r["epochs"]), []).append(r)
+    return groups
+
+
+def method_label(memvir: bool, ablation: str) -> str:
+    return ("MemVir" + (f" {ablation}" if ablation else "")) if memvir else "baseline"
+
+
+def results_table(groups: dict[tuple, list[dict]]) -> list[str]:
+    head = "| loss | method | epochs | seeds | selected epoch | " + " | ".join(
+        f"test {m}" for m in METRICS) + " | minutes/run |"
+    lines = [head, "|" + "---|" * (6 + len(METRICS))]
+    for (loss, memvir, ablation, epochs), rs in sorted(groups.items(), key=lambda kv: (
+            kv[0][0], kv[0][2], kv[0][3], kv[0][1])):
+        cells = [fmt(*mean_std(test_values(rs, m))) for m in METRICS]
+        selected = ",".join(str(int(r["best"].get("epoch", 0))) for r in rs)
+        minutes = statistics.fmean(r["seconds"] for r in rs) / 60
+        lines.append(f"| {LOSSES.get(loss, loss)} | {method_label(memvir, ablation)} | {epochs} | "
+                     f"{len(rs)} | {selected} | " + " | ".join(cells) + f" | {minutes:.1f} |")
+    return lines
+
+
+def comparison_rows(groups: dict[tuple, list[dict]], epochs: int) -> list[str]:
+    """MemVir − baseline per loss for the three budgets (test points, mean ± Welch SE)."""
+    pairs = [("equal epochs", epochs, epochs), ("MemVir 2x longer", 2 * epochs, epochs),
+             ("both at 2x (control)", 2 * epochs, 2 * epochs)]
+    head = "| loss | comparison | seeds (MemVir/base) | " + " | ".join(
+        f"Δ {m}" for m in METRICS) + " | Δ R@1 > 2 SE? |"
+    lines = [head, "|" + "---|" * (4 + len(METRICS))]
+    for loss in sorted({k[0] for k in groups}):
+        for label, e_mem, e_base in pairs:
+            mem, base = groups.get((loss, True, "", e_mem)), groups.get((loss, False, "", e_base))
+            if not mem or not base:
+                continue
+            cells = [difference(test_values(mem, m), test_values(base, m)) for m in METRICS]
+            d, se = cells[0]
+            verdict = "n/a (1 seed)" if math.isnan(se) else ("yes" if abs(d) > 2 * se else "no")
+            lines.append(f"| {LOSSES.get(loss, loss)} | {label} (E={e_mem} vs {e_base}) | "
+                         f"{len(mem)}/{len(base)} | " + " | ".join(fmt(*c, signed=True) for c in cells)
+                         + f" | {verdict} |")
+    return lines
+
+
+def ablation_rows(groups: dict[tuple, list[dict]], epochs: int) -> list[str]:
+    """Each ablation against the default MemVir and the baseline at the same seed and epochs."""
+    head = "| setting | overrides | seed | test R@1 | test MAP@R | R@1 − default MemVir | R@1 − baseline |"
+    lines = [head, "|---|---|---|---|---|---|---|"]
+    for (loss, _, ablation, e), rs in sorted(groups.items()):
+        if not ablation:
+            continue
+        for r in rs:
+            same_seed = [x for x in groups.get((loss, True, "", e), []) if x["seed"] == r["seed"]]
+            base = [x for x in groups.get((loss, False, "", e), []) if x["seed"] == r["seed"]]
+            r1 = test_values([r], "recall@1")[0]
+            d_mem = f"{r1 - test_values(same_seed, 'recall@1')[0]:+.2f}" if same_seed else "–"
+            d_base = f"{r1 - test_values(base, 'recall@1')[0]:+.2f}" if base else "–"
+            lines.append(f"| {LOSSES.get(loss, loss)} MemVir {ablation} (E={e}) | "
+                         f"`{' '.join(ABLATIONS.get(ablation, []))}` | {r['seed']} | {r1:.2f} | "
+                         f"{test_values([r], 'map@r')[0]:.2f} | {d_mem} | {d_base} |")
+    return lines
+
+
+def plot_curves(groups: dict[tuple, list[dict]], path: Path, title: str) -> None:
+    """Validation Recall@1 against epoch, mean over seeds, one panel per loss."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    losses = sorted({k[0] for k in groups})
+    fig, axes = plt.subplots(1, len(losses), figsize=(5 * len(losses), 4), squeeze=False)
+    for ax, loss in zip(axes[0], losses, strict=True):
+        for (lo, memvir, ablation, epochs), rs in sorted(groups.items()):
+            if lo != loss or ablation:
+                continue
+            by_epoch: dict[int, list[float]] = {}
+            for r in rs:
+                for row in r["val_curve"]:
+                    by_epoch.setdefault(row["epoch"], []).append(100 * row["val/recall@1"])
+            xs = sorted(by_epoch)
+            ax.plot(xs, [statistics.fmean(by_epoch[x]) for x in xs],
+                    linestyle="-" if memvir else "--", marker="o", markersize=3,
+                    label=f"{method_label(memvir, ablation)} E={epochs} (n={len(rs)})")
+        ax.set(title=f"{LOSSES.get(loss, loss)}", xlabel="epoch", ylabel="val Recall@1 (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_report(regime_name: str, regime: Regime, cache_dir: Path, out_dir: Path,
+                 command: str) -> Path:
+    """``quality_<regime>.md`` (+ the val Recall@1 plot) from every cached run of the regime."""
+    records = load_records(cache_dir)
+    if not records:
+        raise FileNotFoundError(f"no cached runs in {cache_dir}; run the grid first (without --report-only).")
+    groups = group(records)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plot = out_dir / f"quality_{regime_name}_val_recall.png"
+    plot_curves(groups, plot, regime.description)
+    lines = [
+        f"# Retrieval quality, regime {regime.description}",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Overrides of every run: `{' '.join([*regime.overrides, *COMMON])}`; MemVir = `memvir=default`"
+        " (N=5, M=50, U=2, exact, float32) unless an ablation says otherwise. Epoch selected on the"
+        f" validation characters by `{SELECT}` (the checkpoint tested); test metrics in %, mean ± std"
+        " over seeds. Δ = MemVir − baseline, ± its Welch standard error over seeds.",
+        "",
+        "## Test metrics",
+        "",
+        *results_table(groups),
+        "",
+        "## MemVir − baseline",
+        "",
+        *comparison_rows(groups, regime.epochs),
+        "",
+    ]
+    ablations = ablation_rows(groups, regime.epochs)
+    if len(ablations) > 2:
+        lines += ["## Ablations (NormSoftmax, one setting changed; single seed: indicative only)", "",
+                  *ablations, ""]
+    lines += [f"Validation Recall@1 per epoch: `{plot.name}`.", ""]
+    table = out_dir / f"quality_{regime_name}.md"
+    table.write_text("\n".join(lines))
+    return table
+
+
+# ---------------------------------------------------------------------------- CLI
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--regime", choices=sorted(REGIMES), default="glyphs_cnn")
+    p.add_argument("--losses", nargs="+", choices=sorted(LOSSES), default=["norm_softmax", "proxy_anchor"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--budgets", nargs="+", choices=["equal", "long"], default=["equal", "long"])
+    p.add_argument("--ablations", nargs="*", default=[], help=f"of {sorted(ABLATIONS)}")
+    p.add_argument("--epochs", type=int, default=None, help="E (default: the regime's)")
+    p.add_argument("--shard", default="0/1", help="i/k: run every k-th pending run from the i-th")
+    p.add_argument("--out", type=Path, default=None,
+                   help="results folder (default benchmarks/results; the run cache is under its runs/)")
+    p.add_argument("--work-dir", type=Path, default=None,
+                   help="run directories with checkpoints (default <out>/../quality_work, not committed)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--report-only", action="store_true")
+    p.add_argument("--tiny", action="store_true", help="smoke test: regime tiny, 1 seed, NormSoftmax")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    args = parse_args(argv)
+    command = "python benchmarks/quality.py " + " ".join(shlex.quote(a) for a in (
+        sys.argv[1:] if argv is None else argv))
+    if args.tiny:
+        args.regime, args.losses, args.seeds, args.budgets = "tiny", ["norm_softmax"], [0], ["equal"]
+    regime = REGIMES[args.regime]
+    if args.epochs is not None:
+        regime = Regime(regime.description, regime.overrides, args.epochs)
+    out_dir = args.out or RESULTS
+    cache_dir = out_dir / "runs" / args.regime
+    work_dir = (args.work_dir or out_dir.parent / "quality_work") / args.regime
+    if not args.report_only:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        work_dir.mkdir(parents=True, exist_ok=True)
+        (work_dir.parent / ".gitignore").write_text("*\n")  # checkpoints: never committed
+        index, count = (int(x) for x in args.shard.split("/"))
+        pending = [s for s in grid(regime, args.losses, args.seeds, args.ablations, args.budgets)
+                   if not (cache_dir / f"{s.name}.json").exists()]
+        for spec in pending[index::count]:
+            if (cache_dir / f"{spec.name}.json").exists():
+                continue
+            print(f"[quality] {args.regime}/{spec.name}", flush=True)
+            run_one(spec, regime, work_dir, cache_dir)
+    table = write_report(args.regime, regime, cache_dir, out_dir, command)
+    print(table.read_text())
+    return table
+
+
+if __name__ == "__main__":
+    main()

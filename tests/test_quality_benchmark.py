@@ -1,0 +1,89 @@
+"""Smoke test of benchmarks/quality.py: a tiny grid, its table checked against the runs' metrics.json."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _load_quality():
+    spec = importlib.util.spec_from_file_location("quality", REPO / "benchmarks" / "quality.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+quality = _load_quality()
+
+
+def test_difference_is_welch_standard_error():
+    a, b = [80.0, 82.0, 84.0], [78.0, 79.0]
+    # by hand: means 82 and 78.5; variances 4 and 0.5 -> SE = sqrt(4/3 + 0.5/2)
+    diff, se = quality.difference(a, b)
+    assert diff == pytest.approx(3.5)
+    assert se == pytest.approx(math.sqrt(4 / 3 + 0.25))
+    assert math.isnan(quality.difference([1.0], [2.0, 3.0])[1])
+
+
+def test_grid_orders_main_runs_before_ablations_and_names_them_uniquely():
+    regime = quality.REGIMES["glyphs_cnn"]
+    specs = quality.grid(regime, ["norm_softmax"], [0, 1], ["N1"], ["equal", "long"])
+    e = regime.epochs
+    assert [s.name for s in specs] == [
+        f"norm_softmax-base-e{e}-s0", f"norm_softmax-memvir-e{e}-s0",
+        f"norm_softmax-memvir-e{2 * e}-s0", f"norm_softmax-base-e{2 * e}-s0",
+        f"norm_softmax-base-e{e}-s1", f"norm_softmax-memvir-e{e}-s1",
+        f"norm_softmax-memvir-e{2 * e}-s1", f"norm_softmax-base-e{2 * e}-s1",
+        f"norm_softmax-memvir-N1-e{e}-s0",
+    ]
+    assert "memvir.num_steps=1" in specs[-1].overrides(regime)
+    assert "memvir=none" in specs[0].overrides(regime)
+    with pytest.raises(ValueError, match="unknown ablation"):
+        quality.grid(regime, ["norm_softmax"], [0], ["N99"], ["equal"])
+
+
+@pytest.mark.slow
+def test_tiny_benchmark_reports_the_runs_metrics(tmp_path, monkeypatch):
+    import torch
+
+    torch.set_num_threads(1)
+    out, work = tmp_path / "results", tmp_path / "work"
+    table = quality.main(["--tiny", "--out", str(out), "--work-dir", str(work)])
+
+    runs = {}
+    for name in ("norm_softmax-base-e1-s0", "norm_softmax-memvir-e1-s0"):
+        metrics = json.loads((work / "tiny" / name / "metrics.json").read_text())
+        cached = json.loads((out / "runs" / "tiny" / f"{name}.json").read_text())
+        assert cached["test"] == metrics["test"]
+        assert cached["best"] == metrics["best"]
+        # the per-epoch curve read from the csv log holds the selected epoch's val metrics
+        curve_row = next(r for r in cached["val_curve"] if r["epoch"] == metrics["best"]["epoch"])
+        assert curve_row["val/map@r"] == pytest.approx(metrics["best"]["val/map@r"], abs=1e-6)
+        runs[name] = metrics["test"]
+
+    text = table.read_text()
+    assert "python benchmarks/quality.py --tiny" in text
+    assert (out / "quality_tiny_val_recall.png").stat().st_size > 1000
+    for name, method in (("norm_softmax-base-e1-s0", "baseline"), ("norm_softmax-memvir-e1-s0", "MemVir")):
+        row = re.search(rf"^\| NormSoftmax \| {method} \| 1 \| 1 \| 1 \| (.*)$", text, re.M)
+        assert row, text
+        cells = [c.strip() for c in row.group(1).split("|")]
+        expected = [f"{100 * runs[name][f'test/{m}']:.2f}" for m in quality.METRICS]
+        assert cells[: len(quality.METRICS)] == expected
+    delta = re.search(r"^\| NormSoftmax \| equal epochs \(E=1 vs 1\) \| 1/1 \| ([^|]+)\|", text, re.M)
+    base, mem = runs["norm_softmax-base-e1-s0"], runs["norm_softmax-memvir-e1-s0"]
+    expected_delta = 100 * mem["test/recall@1"] - 100 * base["test/recall@1"]
+    assert delta and delta.group(1).strip() == f"{expected_delta:+.2f}"
+
+    # finished runs are cached: a second call trains nothing
+    monkeypatch.setattr(quality, "run_one", lambda *a, **k: pytest.fail("a cached run was retrained"))
+    assert quality.main(["--tiny", "--out", str(out), "--work-dir", str(work)]).read_text() == text
