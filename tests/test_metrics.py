@@ -285,6 +285,41 @@ def test_small_budget_searches_in_blocks_with_same_metrics():
     assert small == pytest.approx(ref, abs=1e-12)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_searched_depth_is_max_k_or_r_not_the_gallery(backend, monkeypatch):
+    from memvir_pl.metrics.exact_knn import ExactIndex
+
+    x, labels = clustered(8, [3] * 30 + [20], dim=8)  # R is 2 for most queries, 19 for one class
+    depths = []
+    faiss_depths = []
+    search = ExactIndex.search
+    monkeypatch.setattr(
+        ExactIndex,
+        "search",
+        lambda self, query, k, exclude=None: depths.append(k) or search(self, query, k, exclude),
+    )
+    if backend == "faiss":
+        import faiss
+
+        flat_search = faiss.IndexFlatIP.search
+        monkeypatch.setattr(
+            faiss.IndexFlatIP,
+            "search",
+            lambda self, q, k, *a, **kw: (
+                faiss_depths.append(k) or flat_search(self, q, k, *a, **kw)
+            ),
+        )
+    retrieval_metrics(x, labels, k=(1, 4), backend=backend)
+    assert set(depths) == {19}  # one block: max(K=4, largest R=19), not the gallery (109)
+    depths.clear()
+    faiss_depths.clear()
+    # A tight budget splits the queries (sorted by R) so that most search only max(K, R) = 4.
+    retrieval_metrics(x, labels, k=(1, 4), backend=backend, memory_budget_bytes=64 * 4 * 90)
+    assert sorted(set(depths)) == [4, 19]
+    if backend == "faiss":  # + 1 for the query itself, + 1 to see ties at the k-th place
+        assert sorted(set(faiss_depths)) == [6, 21]
+
+
 def test_auto_backend_and_float64():
     assert resolve_backend("auto", torch.device("cpu")) == "faiss"
     assert resolve_backend("auto", torch.device("cuda")) == "torch"

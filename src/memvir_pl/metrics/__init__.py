@@ -11,7 +11,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from memvir_pl.metrics.clustering import kmeans_nmi
-from memvir_pl.metrics.knn import (
+from memvir_pl.metrics.exact_knn import (
     DEFAULT_MEMORY_BUDGET_BYTES,
     ExactIndex,
     FaissIndex,

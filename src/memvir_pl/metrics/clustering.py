@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from memvir_pl.metrics.knn import Distance, faiss_available
+from memvir_pl.metrics.exact_knn import Distance, faiss_available
 
 ClusteringBackend = Literal["auto", "faiss", "sklearn"]
 

@@ -10,7 +10,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 from memvir_pl.metrics._checks import check_embeddings, check_k, check_per_item
-from memvir_pl.metrics.knn import (
+from memvir_pl.metrics.exact_knn import (
     BACKENDS,
     DEFAULT_MEMORY_BUDGET_BYTES,
     DISTANCES,

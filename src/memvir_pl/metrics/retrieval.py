@@ -15,6 +15,12 @@ Definitions (those of pytorch-metric-learning's ``AccuracyCalculator`` with
 
 Only max(max K, R) neighbours are searched per query, in query blocks sorted
 by R, so memory stays within ``memory_budget_bytes`` (plus the inputs).
+
+Deliberate differences from PML (values agree to 1e-6 in tests/test_metrics.py):
+PML's default kNN is faiss ``IndexFlatL2`` on the embeddings as given, so it
+equals our ``"cosine"`` only on L2-normalised inputs (we normalise); exact ties
+are ordered by gallery row here, by faiss internals there; PML's
+``avg_of_avgs=True`` (per-class averaging) is not offered.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from torch import Tensor
 
 from memvir_pl.metrics._checks import check_embeddings, check_k, check_per_item
 from memvir_pl.metrics.clustering import kmeans_nmi
-from memvir_pl.metrics.knn import (
+from memvir_pl.metrics.exact_knn import (
     DEFAULT_MEMORY_BUDGET_BYTES,
     Backend,
     Distance,
@@ -76,7 +82,7 @@ def retrieval_metrics(
             gallery only (In-Shop protocol). Without it every row is a query
             and a gallery item, and a query never retrieves its own row.
         distance: ``"cosine"`` (L2-normalised inner product) or ``"euclidean"``.
-        backend: kNN backend, see :func:`memvir_pl.metrics.knn.resolve_backend`.
+        backend: kNN backend, see :func:`memvir_pl.metrics.exact_knn.resolve_backend`.
         nmi: also compute NMI of k-means (as many clusters as query labels) on the queries.
         memory_budget_bytes: bound on the working memory of the search.
         seed: k-means seed (NMI only).
