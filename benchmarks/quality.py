@@ -11,12 +11,13 @@ setting of the equal-epoch NormSoftmax run.
 
 Each finished run leaves ``<cache>/<regime>/<run>.json`` (test/best metrics and the
 per-epoch validation curve from the run's ``csv/metrics.csv``); runs whose JSON exists
-are skipped, so the grid can be run in pieces (``--shard i/k`` splits it between
-processes). Then ``benchmarks/results/quality_<regime>.md`` and
-``quality_<regime>_val_recall.png`` are written from every cached run of the regime.
+are skipped, so the grid can be run in pieces; a run being trained is claimed by a
+``<run>.running`` file (its worker's pid), so two workers started alike share the grid.
+Then ``benchmarks/results/quality_<regime>.md`` and ``quality_<regime>_val_recall.png`` are
+written from every cached run of the regime.
 
     python benchmarks/quality.py --regime glyphs_cnn --losses norm_softmax proxy_anchor \
-        --seeds 0 1 2 --shard 0/2          # and --shard 1/2 in a second process
+        --seeds 0 1 2          # start the same command twice for two workers
     python benchmarks/quality.py --regime glyphs_cnn --report-only
     python benchmarks/quality.py --tiny --out /tmp/q   # smoke test (a few steps)
 """
@@ -27,7 +28,10 @@ import argparse
 import csv
 import json
 import math
+import os
+import re
 import shlex
+import shutil
 import statistics
 import sys
 import time
@@ -135,14 +139,14 @@ class RunSpec:
 
 def grid(regime: Regime, losses: Sequence[str], seeds: Sequence[int], ablations: Sequence[str],
          budgets: Sequence[str]) -> list[RunSpec]:
-    """The runs, most important first: per seed and loss, equal then longer budgets; ablations last."""
+    """The runs, most important first: the equal-epoch pairs of every seed and loss, then the
+    longer budget (MemVir at 2E, then the baseline at 2E), then the ablations."""
     e = regime.epochs
-    specs: list[RunSpec] = []
-    for seed in seeds:
-        for loss in losses:
-            specs += [RunSpec(loss, False, e, seed), RunSpec(loss, True, e, seed)]
-            if "long" in budgets:
-                specs += [RunSpec(loss, True, 2 * e, seed), RunSpec(loss, False, 2 * e, seed)]
+    specs = [RunSpec(loss, memvir, e, seed) for seed in seeds for loss in losses
+             for memvir in (False, True)]
+    if "long" in budgets:
+        specs += [RunSpec(loss, memvir, 2 * e, seed) for seed in seeds for loss in losses
+                  for memvir in (True, False)]
     for name in ablations:
         if name not in ABLATIONS:
             raise ValueError(f"unknown ablation {name!r}; choose from {sorted(ABLATIONS)}.")
@@ -188,6 +192,7 @@ def run_one(spec: RunSpec, regime: Regime, work_dir: Path, cache_dir: Path) -> d
     from memvir_pl.train import train
 
     run_dir = work_dir / spec.name
+    shutil.rmtree(run_dir, ignore_errors=True)  # a run killed before it finished starts afresh
     overrides = [*spec.overrides(regime), f"paths.cache_dir={work_dir.parent / '.cache'}"]
     cfg = compose(overrides, run_dir)
     start = time.perf_counter()
@@ -202,6 +207,26 @@ def run_one(spec: RunSpec, regime: Regime, work_dir: Path, cache_dir: Path) -> d
     cache_dir.mkdir(parents=True, exist_ok=True)
     (cache_dir / f"{spec.name}.json").write_text(json.dumps(record, indent=1))
     return record
+
+
+def claim(lock: Path) -> bool:
+    """Take a run for this process (a ``.running`` file holding its pid); False when a live
+    process holds it. Several workers started with the same arguments share the grid this way."""
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        pid = lock.read_text().strip()
+        if not pid.isdigit():  # being written by the worker that just created it
+            return False
+        try:
+            os.kill(int(pid), 0)
+            return False
+        except ProcessLookupError:  # its worker died: take the run over
+            lock.unlink(missing_ok=True)
+            return claim(lock)
+    with os.fdopen(fd, "w") as f:
+        f.write(str(os.getpid()))
+    return True
 
 
 # ---------------------------------------------------------------------------- report
@@ -366,6 +391,72 @@ def write_report(regime_name: str, regime: Regime, cache_dir: Path, out_dir: Pat
     return table
 
 
+# ---------------------------------------------------------------------------- data report
+_REGION_OR_WIDTH = re.compile(r"\b(SC|TC|JP|KR|HK|Mono|CJK [a-z]{2})\b")
+
+
+def font_family(path: str, index: int) -> str:
+    """A face's design family: typographic family (name 16) or family (name 1), without the
+    region / monospace tags that Noto CJK uses for one design (``Noto Sans CJK SC`` -> ``Noto Sans CJK``)."""
+    from fontTools.ttLib import TTFont
+
+    font = TTFont(path, fontNumber=index, lazy=True)
+    names = font["name"]
+    family = str(names.getDebugName(16) or names.getDebugName(1) or Path(path).stem)
+    return " ".join(_REGION_OR_WIDTH.sub("", family).split())
+
+
+def data_report(data: str, out_dir: Path, cache_dir: Path, command: str,
+                min_families: int = 20) -> Path:
+    """``glyphs_<data>_data.md``: faces, families, classes per split, and how many characters
+    keep >= ``min_families`` distinct families (the builder counts faces, not families)."""
+    from omegaconf import OmegaConf
+
+    from memvir_pl.config import CONFIG_DIR
+    from memvir_pl.data.fonts import resolve_fonts
+    from memvir_pl.data.glyphs import load_glyph_set, split_of
+
+    options = OmegaConf.merge(OmegaConf.load(CONFIG_DIR / "data" / "glyphs.yaml").options,
+                              OmegaConf.load(CONFIG_DIR / "data" / f"{data}.yaml").get("options", {}))
+    fonts = OmegaConf.to_container(options.fonts)
+    start = time.perf_counter()
+    glyphs = load_glyph_set(fonts, options.chars, 32, options.min_fonts, options.homoglyph_fraction,
+                            cache_dir=cache_dir)
+    seconds = time.perf_counter() - start
+    faces = {face.name: face for face in resolve_fonts(fonts)}
+    families = [font_family(faces[n].path, faces[n].index) for n in glyphs.font_names]
+    per_class: dict[int, set[str]] = {}
+    for cp, font_id in zip(glyphs.codepoints.tolist(), glyphs.font_ids.tolist(), strict=True):
+        per_class.setdefault(cp, set()).add(families[font_id])
+    kept = {cp for cp, fams in per_class.items() if len(fams) >= min_families}
+    splits = {cp: split_of(cp, dict(options.fractions)) for cp in per_class}
+    family_counts = sorted(len(f) for f in per_class.values())
+    lines = [
+        f"# Glyph data set `{data}`", "", f"Command: `{command}`", "",
+        f"Fonts: `{fonts}`, chars `{options.chars}`, min_fonts (faces) {options.min_fonts}.", "",
+        f"- faces read: {glyphs.summary['fonts']} (skipped {glyphs.summary['fonts_skipped']}), "
+        f"in {len(set(families))} design families (weights and Noto region variants merged)",
+        f"- classes (characters with >= {options.min_fonts} distinct face renderings): "
+        f"{len(per_class)}; images: {len(glyphs.codepoints)}",
+        f"- families per class: min {family_counts[0]}, median {family_counts[len(family_counts) // 2]}, "
+        f"max {family_counts[-1]}",
+        f"- characters with >= {min_families} distinct families: {len(kept)} (train "
+        f"{sum(splits[c] == 'train' for c in kept)}, val {sum(splits[c] == 'val' for c in kept)}, "
+        f"test {sum(splits[c] == 'test' for c in kept)})",
+        "- classes per split (all): " + ", ".join(
+            f"{s} {sum(v == s for v in splits.values())}" for s in ("train", "val", "test")),
+        f"- load/build time here: {seconds:.0f} s (builder summary: {glyphs.summary})",
+        "", "Note: `min_fonts` counts faces (a family's weights count separately); only pixel-identical"
+        " renderings are merged. The family figures above are computed here from the fonts' name tables.",
+        "", "| family | faces used |", "|---|---|",
+        *(f"| {fam} | {families.count(fam)} |" for fam in sorted(set(families))), "",
+    ]
+    path = out_dir / f"glyphs_{data}_data.md"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines))
+    return path
+
+
 # ---------------------------------------------------------------------------- CLI
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -375,13 +466,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--budgets", nargs="+", choices=["equal", "long"], default=["equal", "long"])
     p.add_argument("--ablations", nargs="*", default=[], help=f"of {sorted(ABLATIONS)}")
     p.add_argument("--epochs", type=int, default=None, help="E (default: the regime's)")
-    p.add_argument("--shard", default="0/1", help="i/k: run every k-th pending run from the i-th")
     p.add_argument("--out", type=Path, default=None,
                    help="results folder (default benchmarks/results; the run cache is under its runs/)")
     p.add_argument("--work-dir", type=Path, default=None,
                    help="run directories with checkpoints (default <out>/../quality_work, not committed)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--report-only", action="store_true")
+    p.add_argument("--data-report", metavar="DATA", default=None,
+                   help="only build/load conf/data/DATA.yaml's glyph set and write its report")
     p.add_argument("--tiny", action="store_true", help="smoke test: regime tiny, 1 seed, NormSoftmax")
     return p.parse_args(argv)
 
@@ -398,20 +490,26 @@ def main(argv: Sequence[str] | None = None) -> Path:
     out_dir = args.out or RESULTS
     cache_dir = out_dir / "runs" / args.regime
     work_dir = (args.work_dir or out_dir.parent / "quality_work") / args.regime
+    if args.data_report:
+        path = data_report(args.data_report, out_dir, work_dir.parent / ".cache", command)
+        print(path.read_text())
+        return path
     if not args.report_only:
         import torch
 
         torch.set_num_threads(args.threads)
         work_dir.mkdir(parents=True, exist_ok=True)
         (work_dir.parent / ".gitignore").write_text("*\n")  # checkpoints: never committed
-        index, count = (int(x) for x in args.shard.split("/"))
-        pending = [s for s in grid(regime, args.losses, args.seeds, args.ablations, args.budgets)
-                   if not (cache_dir / f"{s.name}.json").exists()]
-        for spec in pending[index::count]:
-            if (cache_dir / f"{spec.name}.json").exists():
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        for spec in grid(regime, args.losses, args.seeds, args.ablations, args.budgets):
+            lock = cache_dir / f"{spec.name}.running"
+            if (cache_dir / f"{spec.name}.json").exists() or not claim(lock):
                 continue
             print(f"[quality] {args.regime}/{spec.name}", flush=True)
-            run_one(spec, regime, work_dir, cache_dir)
+            try:
+                run_one(spec, regime, work_dir, cache_dir)
+            finally:
+                lock.unlink(missing_ok=True)
     table = write_report(args.regime, regime, cache_dir, out_dir, command)
     print(table.read_text())
     return table

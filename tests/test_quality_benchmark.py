@@ -40,8 +40,8 @@ def test_grid_orders_main_runs_before_ablations_and_names_them_uniquely():
     e = regime.epochs
     assert [s.name for s in specs] == [
         f"norm_softmax-base-e{e}-s0", f"norm_softmax-memvir-e{e}-s0",
-        f"norm_softmax-memvir-e{2 * e}-s0", f"norm_softmax-base-e{2 * e}-s0",
         f"norm_softmax-base-e{e}-s1", f"norm_softmax-memvir-e{e}-s1",
+        f"norm_softmax-memvir-e{2 * e}-s0", f"norm_softmax-base-e{2 * e}-s0",
         f"norm_softmax-memvir-e{2 * e}-s1", f"norm_softmax-base-e{2 * e}-s1",
         f"norm_softmax-memvir-N1-e{e}-s0",
     ]
