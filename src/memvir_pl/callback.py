@@ -35,6 +35,10 @@ class MemVirCallback(pl.Callback):
         storage_dtype: dtype of stored embeddings and proxies (e.g. ``"bfloat16"``).
         proxy_mode: ``"exact"`` (the paper) or ``"saving"`` (O(N) proxy
             snapshots; rule in :mod:`memvir_pl.memory`).
+        memory_weight: weight of each memory row in the loss relative to a
+            current-batch row (weight 1); 1.0 = the paper's equal weighting.
+            Cross-entropy losses take the weighted mean over rows, Proxy-Anchor
+            multiplies each row's exp terms (see the losses' ``compute``).
     """
 
     def __init__(
@@ -45,10 +49,14 @@ class MemVirCallback(pl.Callback):
         loss_attr: str | None = None,
         storage_dtype: torch.dtype | str | None = None,
         proxy_mode: str = "exact",
+        memory_weight: float = 1.0,
     ) -> None:
         super().__init__()
         if int(warmup_epochs) != warmup_epochs or warmup_epochs < 0:
             raise ValueError(f"MemVirCallback: warmup_epochs must be an integer >= 0, got {warmup_epochs!r}.")
+        if not memory_weight > 0:
+            raise ValueError(f"MemVirCallback: memory_weight must be > 0, got {memory_weight!r}.")
+        self.memory_weight = float(memory_weight)
         self.memory = VirtualClassMemory(num_steps, step_gap, storage_dtype=storage_dtype, proxy_mode=proxy_mode)
         self.warmup_epochs = int(warmup_epochs)
         self.loss_attr = loss_attr
@@ -105,7 +113,7 @@ class MemVirCallback(pl.Callback):
     # ------------------------------------------------------------------ the rule
     def expand_batch(
         self, loss: VirtualClassLoss, embeddings: Tensor, labels: Tensor, proxies: Tensor
-    ) -> tuple[Tensor, Tensor, Tensor, int]:
+    ) -> tuple:
         """The loss's view of step t: current rows and proxies plus n memory blocks.
 
         Args:
@@ -115,8 +123,10 @@ class MemVirCallback(pl.Callback):
 
         Returns:
             embeddings ((n+1)B', D), labels (+ j*C for block j), proxies
-            ((n+1)*C*K, D) and the class count (n+1)*C. Outside a MemVir
-            training step, the inputs unchanged.
+            ((n+1)*C*K, D) and the class count (n+1)*C; with ``memory_weight``
+            != 1 and n > 0 also the row weights ((n+1)B',): 1 for current rows,
+            ``memory_weight`` for memory rows. Outside a MemVir training step,
+            the inputs unchanged.
         """
         num_classes = loss.num_classes
         if not (self._active and self._in_step and loss.training):
@@ -135,7 +145,12 @@ class MemVirCallback(pl.Callback):
         with torch.no_grad():
             self.memory.push(embeddings, labels, proxies, normalize=True)
         self._stored_this_step = True
-        return out_embeddings, out_labels, out_proxies, (len(items) + 1) * num_classes
+        expanded = (out_embeddings, out_labels, out_proxies, (len(items) + 1) * num_classes)
+        if self.memory_weight == 1.0 or not items:
+            return expanded
+        row_weights = torch.full((len(out_labels),), self.memory_weight, device=embeddings.device)
+        row_weights[: len(labels)] = 1.0
+        return (*expanded, row_weights)
 
     # ------------------------------------------------------------------ checkpoint
     def state_dict(self) -> dict[str, Any]:

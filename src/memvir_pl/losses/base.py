@@ -19,8 +19,8 @@ from torch import Tensor, nn
 from memvir_pl.losses.distributed import gather_batch
 
 # (loss, embeddings (B, D), labels (B,), proxies (C*K, D)) ->
-# (embeddings (B', D), labels (B',), proxies (C'*K, D), num_classes C')
-BatchExpander = Callable[["VirtualClassLoss", Tensor, Tensor, Tensor], tuple[Tensor, Tensor, Tensor, int]]
+# (embeddings (B', D), labels (B',), proxies (C'*K, D), num_classes C'[, row_weights (B',)])
+BatchExpander = Callable[["VirtualClassLoss", Tensor, Tensor, Tensor], tuple]
 
 
 class VirtualClassLoss(nn.Module, ABC):
@@ -49,8 +49,14 @@ class VirtualClassLoss(nn.Module, ABC):
         """The proxies as a differentiable (num_classes * centers, D) class-first tensor."""
 
     @abstractmethod
-    def loss_from(self, embeddings: Tensor, labels: Tensor, proxies: Tensor, num_classes: int) -> Tensor:
-        """The scalar loss of embeddings (B, D), labels (B,) in [0, num_classes), proxies (num_classes*K, D)."""
+    def loss_from(
+        self, embeddings: Tensor, labels: Tensor, proxies: Tensor, num_classes: int,
+        row_weights: Tensor | None = None,
+    ) -> Tensor:
+        """The scalar loss of embeddings (B, D), labels (B,) in [0, num_classes), proxies (num_classes*K, D).
+
+        ``row_weights`` (B,) >= 0 weighs the embedding rows; ``None`` = all rows equal (the paper).
+        """
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         """Loss of a batch: embeddings (B, D), integer labels (B,) in [0, num_classes)."""
@@ -60,9 +66,13 @@ class VirtualClassLoss(nn.Module, ABC):
             embeddings, labels = gather_batch(embeddings, labels)
         proxies = self.class_proxies()
         num_classes = self.num_classes
+        row_weights = None
         if self.batch_expander is not None:
-            embeddings, labels, proxies, num_classes = self.batch_expander(self, embeddings, labels, proxies)
-        return self.loss_from(embeddings, labels, proxies, num_classes)
+            embeddings, labels, proxies, num_classes, *weights = self.batch_expander(
+                self, embeddings, labels, proxies
+            )
+            row_weights = weights[0] if weights else None
+        return self.loss_from(embeddings, labels, proxies, num_classes, row_weights=row_weights)
 
 
 def check_batch(loss_name: str, embeddings: Tensor, labels: Tensor, num_classes: int, embedding_dim: int) -> None:
@@ -119,13 +129,23 @@ class ProxyLoss(VirtualClassLoss):
     def class_proxies(self) -> Tensor:
         return self.proxies
 
-    def loss_from(self, embeddings: Tensor, labels: Tensor, proxies: Tensor, num_classes: int) -> Tensor:
+    def loss_from(
+        self, embeddings: Tensor, labels: Tensor, proxies: Tensor, num_classes: int,
+        row_weights: Tensor | None = None,
+    ) -> Tensor:
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
-            return self.compute(embeddings.float(), labels, proxies.float(), num_classes)
+            args = (embeddings.float(), labels, proxies.float(), num_classes)
+            if row_weights is None:  # subclasses whose compute takes no row weights keep working
+                return self.compute(*args)
+            return self.compute(*args, row_weights.float())
 
     @abstractmethod
-    def compute(self, embeddings: Tensor, labels: Tensor, proxies: Tensor, num_classes: int) -> Tensor:
-        """Scalar loss; embeddings (B, D) and proxies (num_classes*centers, D) are float32."""
+    def compute(
+        self, embeddings: Tensor, labels: Tensor, proxies: Tensor, num_classes: int,
+        row_weights: Tensor | None = None,
+    ) -> Tensor:
+        """Scalar loss; embeddings (B, D) and proxies (num_classes*centers, D) are float32;
+        ``row_weights`` (B,) float32 or ``None`` (equal rows)."""
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, embedding_dim={self.embedding_dim}, centers={self.centers}"

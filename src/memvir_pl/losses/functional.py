@@ -11,6 +11,13 @@ def cosine_matrix(embeddings: Tensor, proxies: Tensor) -> Tensor:
     return F.normalize(embeddings, dim=1) @ F.normalize(proxies, dim=1).t()
 
 
+def weighted_mean(values: Tensor, row_weights: Tensor | None) -> Tensor:
+    """Mean of per-row values (B,), or Σ w·v / Σ w with row weights (B,) >= 0."""
+    if row_weights is None:
+        return values.mean()
+    return (row_weights * values).sum() / row_weights.sum()
+
+
 def check_proxy_rows(loss_name: str, proxies: Tensor, num_classes: int, centers: int) -> None:
     """Raise ``ValueError`` unless proxies has num_classes * centers rows (a bad batch expander)."""
     if proxies.shape[0] != num_classes * centers:

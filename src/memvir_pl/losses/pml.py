@@ -96,9 +96,20 @@ class PMLAdapter(VirtualClassLoss):
         return weight if self.layout.class_first else weight.t()
 
     def loss_from(
-        self, embeddings: Tensor, labels: Tensor, proxies: Tensor, num_classes: int
+        self, embeddings: Tensor, labels: Tensor, proxies: Tensor, num_classes: int,
+        row_weights: Tensor | None = None,
     ) -> Tensor:
-        """The PML loss run with weight ``proxies`` (num_classes*K, D; class-first)."""
+        """The PML loss run with weight ``proxies`` (num_classes*K, D; class-first).
+
+        Raises:
+            ValueError: for row weights other than all ones (PML losses take no row weights).
+        """
+        if row_weights is not None and not bool((row_weights == 1).all()):
+            raise ValueError(
+                f"PMLAdapter({type(self.pml_loss).__name__}): row weights other than 1 are not "
+                "supported for pytorch-metric-learning losses; use MemVirCallback(memory_weight=1.0) "
+                "or one of memvir_pl's own losses."
+            )
         dtype = torch.promote_types(
             torch.promote_types(embeddings.dtype, proxies.dtype), torch.float32
         )

@@ -44,13 +44,16 @@ class ProxyAnchor(ProxyLoss):
         nn.init.kaiming_normal_(self.proxies, mode="fan_out")
 
     def compute(
-        self, embeddings: Tensor, labels: Tensor, proxies: Tensor, num_classes: int
+        self, embeddings: Tensor, labels: Tensor, proxies: Tensor, num_classes: int,
+        row_weights: Tensor | None = None,
     ) -> Tensor:
+        """Row weights w_x multiply each row's exp terms: Σ_x w_x e^{...} inside both logs."""
         check_proxy_rows(type(self).__name__, proxies, num_classes, self.centers)
         cosine = cosine_matrix(embeddings, proxies)
         positive = torch.zeros_like(cosine, dtype=torch.bool).scatter_(1, labels.unsqueeze(1), True)
-        pos_term = _log1p_sum_exp(-self.alpha * (cosine - self.delta), positive)
-        neg_term = _log1p_sum_exp(self.alpha * (cosine + self.delta), ~positive)
+        log_w = 0.0 if row_weights is None else row_weights.log().unsqueeze(1)
+        pos_term = _log1p_sum_exp(-self.alpha * (cosine - self.delta) + log_w, positive)
+        neg_term = _log1p_sum_exp(self.alpha * (cosine + self.delta) + log_w, ~positive)
         proxies_with_positives = positive.any(dim=0).sum().clamp_min(1)
         return pos_term.sum() / proxies_with_positives + neg_term.sum() / num_classes
 

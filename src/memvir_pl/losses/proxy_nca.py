@@ -6,7 +6,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from memvir_pl.losses.base import ProxyLoss
-from memvir_pl.losses.functional import check_proxy_rows, cosine_matrix
+from memvir_pl.losses.functional import check_proxy_rows, cosine_matrix, weighted_mean
 
 
 class ProxyNCA(ProxyLoss):
@@ -34,11 +34,13 @@ class ProxyNCA(ProxyLoss):
         nn.init.kaiming_normal_(self.proxies, mode="fan_out")
 
     def compute(
-        self, embeddings: Tensor, labels: Tensor, proxies: Tensor, num_classes: int
+        self, embeddings: Tensor, labels: Tensor, proxies: Tensor, num_classes: int,
+        row_weights: Tensor | None = None,
     ) -> Tensor:
         check_proxy_rows(type(self).__name__, proxies, num_classes, self.centers)
         squared_distance = (2 - 2 * cosine_matrix(embeddings, proxies)).clamp_min(0)
-        return F.cross_entropy(-self.scale * squared_distance, labels)
+        losses = F.cross_entropy(-self.scale * squared_distance, labels, reduction="none")
+        return weighted_mean(losses, row_weights)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, scale={self.scale}"

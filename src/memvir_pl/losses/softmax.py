@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from memvir_pl.losses.base import ProxyLoss
-from memvir_pl.losses.functional import check_proxy_rows, cosine_matrix
+from memvir_pl.losses.functional import check_proxy_rows, cosine_matrix, weighted_mean
 
 # acos is clamped this far inside [-1, 1] so its gradient stays finite.
 _ACOS_EPS = 1e-7
@@ -35,10 +35,12 @@ class Softmax(ProxyLoss):
     """
 
     def compute(
-        self, embeddings: Tensor, labels: Tensor, proxies: Tensor, num_classes: int
+        self, embeddings: Tensor, labels: Tensor, proxies: Tensor, num_classes: int,
+        row_weights: Tensor | None = None,
     ) -> Tensor:
         check_proxy_rows(type(self).__name__, proxies, num_classes, self.centers)
-        return F.cross_entropy(embeddings @ proxies.t(), labels)
+        logits = embeddings @ proxies.t()
+        return weighted_mean(F.cross_entropy(logits, labels, reduction="none"), row_weights)
 
 
 class CosineSoftmaxLoss(ProxyLoss):
@@ -61,13 +63,15 @@ class CosineSoftmaxLoss(ProxyLoss):
         return cosine
 
     def compute(
-        self, embeddings: Tensor, labels: Tensor, proxies: Tensor, num_classes: int
+        self, embeddings: Tensor, labels: Tensor, proxies: Tensor, num_classes: int,
+        row_weights: Tensor | None = None,
     ) -> Tensor:
         check_proxy_rows(type(self).__name__, proxies, num_classes, self.centers)
         cosine = cosine_matrix(embeddings, proxies)
         index = labels.unsqueeze(1)
         logits = cosine.scatter(1, index, self.target_logit(cosine.gather(1, index)))
-        return F.cross_entropy(self.scale * logits, labels)
+        losses = F.cross_entropy(self.scale * logits, labels, reduction="none")
+        return weighted_mean(losses, row_weights)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, scale={self.scale}"

@@ -1,0 +1,121 @@
+"""Row weights (MemVirCallback(memory_weight=...)) against independent computations."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from pytorch_metric_learning import losses as pml
+
+from memvir_pl import MemVirCallback
+from memvir_pl.losses import (
+    ArcFace,
+    CosFace,
+    NormSoftmax,
+    PMLAdapter,
+    ProxyAnchor,
+    ProxyNCA,
+    Softmax,
+)
+
+C, D, B = 4, 6, 10
+CROSS_ENTROPY_LOSSES = [Softmax, NormSoftmax, CosFace, ArcFace, ProxyNCA]
+
+
+def _batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(B, D, generator=g)
+    labels = torch.arange(B) % C
+    weights = torch.rand(B, generator=g) + 0.1
+    return x, labels, weights
+
+
+@pytest.mark.parametrize("make", CROSS_ENTROPY_LOSSES)
+def test_cross_entropy_losses_take_the_weighted_mean_of_the_rows_losses(make):
+    torch.manual_seed(0)
+    loss = make(num_classes=C, embedding_dim=D)
+    x, labels, w = _batch()
+    proxies = loss.proxies.detach()
+    # independent: each row's loss alone (a batch of one, the unweighted path), combined by hand
+    per_row = torch.stack([loss.loss_from(x[i : i + 1], labels[i : i + 1], proxies, C) for i in range(B)])
+    expected = (w * per_row).sum() / w.sum()
+    torch.testing.assert_close(loss.loss_from(x, labels, proxies, C, row_weights=w), expected)
+    # all ones = the paper's equal weighting
+    torch.testing.assert_close(
+        loss.loss_from(x, labels, proxies, C, row_weights=torch.ones(B)), loss.loss_from(x, labels, proxies, C)
+    )
+
+
+def _proxy_anchor_loop(x, labels, proxies, weights, alpha, delta):
+    """Proxy-Anchor with weighted exp terms, one proxy and one row at a time, float64."""
+    x = torch.nn.functional.normalize(x.double(), dim=1)
+    p = torch.nn.functional.normalize(proxies.double(), dim=1)
+    pos_total, neg_total, with_positives = 0.0, 0.0, 0
+    for c in range(len(p)):
+        pos_sum = neg_sum = 0.0
+        for i in range(len(x)):
+            cos = float(x[i] @ p[c])
+            if int(labels[i]) == c:
+                pos_sum += float(weights[i]) * torch.exp(torch.tensor(-alpha * (cos - delta))).item()
+            else:
+                neg_sum += float(weights[i]) * torch.exp(torch.tensor(alpha * (cos + delta))).item()
+        if any(int(y) == c for y in labels):
+            with_positives += 1
+            pos_total += torch.log1p(torch.tensor(pos_sum)).item()
+        neg_total += torch.log1p(torch.tensor(neg_sum)).item()
+    return pos_total / with_positives + neg_total / len(p)
+
+
+def test_proxy_anchor_weights_multiply_each_rows_exp_terms():
+    torch.manual_seed(0)
+    loss = ProxyAnchor(num_classes=C, embedding_dim=D, alpha=8.0, delta=0.1)
+    x, labels, w = _batch(1)
+    proxies = loss.proxies.detach()
+    value = loss.loss_from(x, labels, proxies, C, row_weights=w)
+    assert value.item() == pytest.approx(_proxy_anchor_loop(x, labels, proxies, w, 8.0, 0.1), rel=1e-5)
+    ones = loss.loss_from(x, labels, proxies, C, row_weights=torch.ones(B))
+    torch.testing.assert_close(ones, loss.loss_from(x, labels, proxies, C))
+
+
+def _active(callback: MemVirCallback, loss) -> None:
+    callback.loss = loss
+    loss.batch_expander = callback.expand_batch
+    callback._active = True
+
+
+@pytest.mark.parametrize("memory_weight", [1.0, 0.25])
+def test_callback_weighs_memory_rows(memory_weight):
+    torch.manual_seed(0)
+    loss = NormSoftmax(num_classes=C, embedding_dim=D)
+    callback = MemVirCallback(num_steps=1, step_gap=0, memory_weight=memory_weight)
+    _active(callback, loss)
+    x0, y0, _ = _batch(2)
+    x1, y1, _ = _batch(3)
+    callback._in_step, callback._stored_this_step = True, False
+    first = loss(x0, y0)  # nothing stored yet: plain loss
+    torch.testing.assert_close(first, loss.loss_from(x0, y0, loss.proxies, C))
+    w0 = loss.proxies.detach().clone()
+    callback._in_step, callback._stored_this_step = True, False
+    value = loss(x1, y1)
+    # independent: the two row blocks' plain losses, combined with weights 1 and memory_weight
+    memory_rows = torch.nn.functional.normalize(x0, dim=1)
+    wide = torch.cat([loss.proxies.detach(), w0])
+    current = loss.loss_from(x1, y1, wide, 2 * C)
+    past = loss.loss_from(memory_rows, y0 + C, wide, 2 * C)
+    expected = (current * B + memory_weight * past * B) / (B + memory_weight * B)
+    torch.testing.assert_close(value, expected)
+
+
+def test_memory_weight_must_be_positive():
+    with pytest.raises(ValueError, match="memory_weight must be > 0"):
+        MemVirCallback(num_steps=1, step_gap=0, memory_weight=0.0)
+
+
+def test_pml_adapter_refuses_row_weights_other_than_one():
+    adapter = PMLAdapter(pml.ProxyNCALoss(num_classes=C, embedding_size=D))
+    x, labels, w = _batch()
+    proxies = adapter.class_proxies().detach()
+    with pytest.raises(ValueError, match="row weights other than 1"):
+        adapter.loss_from(x, labels, proxies, C, row_weights=w)
+    torch.testing.assert_close(
+        adapter.loss_from(x, labels, proxies, C, row_weights=torch.ones(B)), adapter.loss_from(x, labels, proxies, C)
+    )
