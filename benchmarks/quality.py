@@ -67,6 +67,8 @@ ABLATIONS = {
     "U5": ["memvir.warmup_epochs=5"],
     "saving": ["memvir.proxy_mode=saving"],
     "bf16": ["memvir.storage_dtype=bfloat16"],
+    # memory rows weigh 1/N: the N memory blocks together weigh as much as the current batch
+    "w0.2": ["+memvir.memory_weight=0.2"],
 }
 
 
