@@ -120,6 +120,7 @@ class Encoder:
 
     @classmethod
     def from_checkpoint(cls, ckpt_path: str | Path, device: str = "auto", batch_size: int = 64) -> Encoder:
+        """The model, transform preset and input size of a memvir_pl.train checkpoint."""
         cfg, model = load_embedding_model(ckpt_path)
         data = hydra.utils.instantiate(cfg.data)  # resolves the transform and size defaults; reads nothing
         assert isinstance(data, DMLDataModule)

@@ -63,7 +63,7 @@ def plot_curriculum(
         ax.axvline(warmup_steps, color=WRONG_COLOR, ls="--", lw=1, label="end of warm-up")
     ax.set_xlabel("training step")
     ax.set_ylabel("active classes (n+1)·C")
-    ax.set_title(f"MemVir curriculum: a block of C virtual classes every M+1 = {step_gap + 1} steps")
+    ax.set_title(f"MemVir curriculum: C more classes every M+1 = {step_gap + 1} steps", fontsize=10)
     ax.set_ylim(0, max(active_classes, default=num_classes) * 1.08)
     ax.legend(loc="lower right")
     ax.grid(alpha=0.3)
