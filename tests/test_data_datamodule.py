@@ -27,7 +27,7 @@ def cache_dir(tmp_path_factory):
 def _compose(name: str, *overrides: str, data_dir="/data", cache="/cache"):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose(
-            overrides=[f"+data={name}", f"+paths.data_dir={data_dir}", f"+paths.cache_dir={cache}"]
+            overrides=[f"+data={name}", f"+paths.data_dir={data_dir}", f"+paths.cache_dir={cache}", "+seed=0"]
             + list(overrides)
         )
 

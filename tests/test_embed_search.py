@@ -13,9 +13,9 @@ import pytest
 import torch
 from PIL import Image
 
+from memvir_pl.checkpoint import load_embedding_model
 from memvir_pl.data import DMLDataModule
 from memvir_pl.data.transforms import GlyphTransform
-from memvir_pl.embed import load_embedding_model
 from memvir_pl.search import hydra_args, search_images, write_results
 from tests.hydra_helpers import QUIET, run_module
 

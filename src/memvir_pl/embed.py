@@ -22,19 +22,16 @@ from typing import Any
 import hydra
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from memvir_pl.checkpoint import CONFIG_KEY, load_checkpoint, restore_run
+from memvir_pl.checkpoint import load_checkpoint, restore_run
 from memvir_pl.config import CONFIG_DIR
 from memvir_pl.data import (
     DMLDataModule,
-    GlyphDataset,
     GlyphSplit,
-    ImageFileDataset,
-    build_transform,
 )
 
 SPLITS = ("train", "val", "test")
@@ -76,28 +73,14 @@ def embed_batches(
     return torch.cat(embeddings), torch.cat(labels) if labels else None
 
 
-def eval_dataset(datamodule: DMLDataModule, split: str) -> Dataset:
-    """The ``split`` of a set-up datamodule with its evaluation transform (no augmentation)."""
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}.")
-    transform = build_transform(datamodule.transform, False, datamodule.image_size)
-    images = datamodule.split(split)
-    if isinstance(images, GlyphSplit):
-        return GlyphDataset(images, transform)
-    return ImageFileDataset(images, transform)
-
-
 def item_rows(datamodule: DMLDataModule, split: str) -> list[dict[str, Any]]:
     """What each item of ``split`` is, in dataset order (see the module docstring for columns)."""
     images = datamodule.split(split)
     if isinstance(images, GlyphSplit):
-        glyphs = datamodule._load_glyphs()
-        fonts = glyphs.font_ids[np.isin(glyphs.codepoints, images.codepoints)]
         codepoints = images.codepoints[images.labels]
         return [
-            {"index": i, "label": int(label), "codepoint": f"U+{int(cp):04X}", "char": chr(int(cp)),
-             "font": glyphs.font_names[int(font)]}
-            for i, (label, cp, font) in enumerate(zip(images.labels, codepoints, fonts, strict=True))
+            {"index": i, "label": int(label), "codepoint": f"U+{int(cp):04X}", "char": chr(int(cp)), "font": font}
+            for i, (label, cp, font) in enumerate(zip(images.labels, codepoints, images.fonts, strict=True))
         ]
     rows = [
         {"index": i, "label": int(label), "class": images.classes[int(label)], "path": path}
@@ -136,7 +119,7 @@ def embed_split(cfg: DictConfig) -> dict[str, Path]:
         raise ValueError(f"split must be one of {SPLITS}, got {cfg.split!r}.")
     ckpt_path = hydra.utils.to_absolute_path(cfg.ckpt_path)
     _, datamodule, module = restore_run(load_checkpoint(ckpt_path), cfg.get("data"))
-    loader = DataLoader(eval_dataset(datamodule, cfg.split), batch_size=datamodule.eval_batch_size,
+    loader = DataLoader(datamodule.split_dataset(cfg.split, train=False), batch_size=datamodule.eval_batch_size,
                         shuffle=False, num_workers=datamodule.num_workers)
     embeddings, labels = embed_batches(module.model, loader, resolve_device(cfg.device),
                                        progress=f"embedding {cfg.split}")
@@ -147,22 +130,6 @@ def embed_split(cfg: DictConfig) -> dict[str, Path]:
     print(f"{cfg.split}: {tuple(embeddings.shape)} embeddings of {int(labels.max()) + 1} classes -> "
           + ", ".join(str(p) for p in paths.values()))
     return paths
-
-
-def load_embedding_model(ckpt_path: str | Path) -> tuple[DictConfig, nn.Module]:
-    """The run config and the embedding network (eval mode, CPU) of a checkpoint, without its data.
-
-    Only ``cfg.model`` is built, so a checkpoint trained on a dataset that is not on this
-    machine still embeds new images.
-    """
-    checkpoint = load_checkpoint(ckpt_path)
-    cfg = OmegaConf.create(checkpoint[CONFIG_KEY])
-    overrides = {key: value for key, value in (("pretrained", False), ("weights", None)) if key in cfg.model}
-    model = hydra.utils.instantiate(OmegaConf.merge(cfg.model, overrides))
-    prefix = "model."
-    state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
-    model.load_state_dict(state)
-    return cfg, model.eval()
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="embed")

@@ -34,11 +34,12 @@ from PIL import Image
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from memvir_pl.checkpoint import load_embedding_model
 from memvir_pl.config import CONFIG_DIR
 from memvir_pl.data import DMLDataModule, UnreadableImageError, build_transform
 from memvir_pl.data.datasets import read_rgb
 from memvir_pl.data.transforms import preset_input
-from memvir_pl.embed import embed_batches, load_embedding_model, resolve_device
+from memvir_pl.embed import embed_batches, resolve_device
 from memvir_pl.metrics import knn
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")

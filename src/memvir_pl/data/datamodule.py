@@ -166,7 +166,8 @@ class DMLDataModule(pl.LightningDataModule):
         """The ``train``, ``val`` or ``test`` split's image list."""
         return self._load()[name]
 
-    def _dataset(self, name: str, train: bool) -> Dataset:
+    def split_dataset(self, name: str, train: bool = False) -> Dataset:
+        """The ``name`` split as a Dataset, with the training (augmenting) or evaluation transform."""
         transform = build_transform(self.transform, train, self.image_size)
         split = self.split(name)
         if isinstance(split, GlyphSplit):
@@ -189,7 +190,7 @@ class DMLDataModule(pl.LightningDataModule):
         }
 
     def train_dataloader(self) -> DataLoader:
-        dataset = self._dataset("train", train=True)
+        dataset = self.split_dataset("train", train=True)
         if self.m_per_class is None:
             return DataLoader(
                 dataset,
@@ -213,7 +214,7 @@ class DMLDataModule(pl.LightningDataModule):
 
     def _eval_loader(self, name: str) -> DataLoader:
         return DataLoader(
-            self._dataset(name, train=False),
+            self.split_dataset(name, train=False),
             batch_size=self.eval_batch_size,
             shuffle=False,
             drop_last=False,

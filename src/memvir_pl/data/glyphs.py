@@ -61,11 +61,13 @@ class GlyphSplit:
         images: (N, S, S) uint8, ink 255 on background 0.
         labels: (N,) int64 in [0, C), classes in code-point order.
         codepoints: (C,) int64, the character of each class.
+        fonts: (N,) the font (face name) each image was rendered in.
     """
 
     images: np.ndarray
     labels: np.ndarray
     codepoints: np.ndarray
+    fonts: tuple[str, ...] = ()
 
     @property
     def num_classes(self) -> int:
@@ -98,7 +100,8 @@ class GlyphSet:
         chosen = classes[[split_of(int(cp), fractions) == name for cp in classes]]
         keep = np.isin(self.codepoints, chosen)
         labels = np.searchsorted(chosen, self.codepoints[keep])
-        return GlyphSplit(self.images[keep], labels.astype(np.int64), chosen.astype(np.int64))
+        fonts = tuple(self.font_names[int(i)] for i in self.font_ids[keep])
+        return GlyphSplit(self.images[keep], labels.astype(np.int64), chosen.astype(np.int64), fonts)
 
 
 def check_fractions(fractions: Mapping[str, float]) -> dict[str, float]:
