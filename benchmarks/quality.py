@@ -394,18 +394,31 @@ def write_report(regime_name: str, regime: Regime, cache_dir: Path, out_dir: Pat
 
 
 # ---------------------------------------------------------------------------- data report
-_REGION_OR_WIDTH = re.compile(r"\b(SC|TC|JP|KR|HK|Mono|CJK [a-z]{2})\b")
+# One design under several names: regional / encoding / proportional / code / extension
+# variants and the YOzFont and kiloji style series (their ideographs are one design).
+FAMILY_ALIASES = (
+    (re.compile(r"(?<![\w-])(SC|TC|JP|KR|HK|CN|TW|MBE|GB|Big5|Mono|Sharp)(?![\w-])"), ""),
+    (re.compile(r"-(Ext-B|Plus)$|-ex$|2nd$"), ""),
+    (re.compile(r"^YOz.*"), "YOzFont"),
+    (re.compile(r"^kiloji.*"), "kiloji"),
+    (re.compile(r"^HanaMin[AB]$"), "HanaMin"),
+    (re.compile(r"^IPAP"), "IPA"),
+    (re.compile(r"^VL PGothic$"), "VL Gothic"),
+    (re.compile(r"^Komatuna P$"), "Komatuna"),
+    (re.compile(r"^(M PLUS|Mplus).*"), "M PLUS"),
+)
 
 
 def font_family(path: str, index: int) -> str:
-    """A face's design family: typographic family (name 16) or family (name 1), without the
-    region / monospace tags that Noto CJK uses for one design (``Noto Sans CJK SC`` -> ``Noto Sans CJK``)."""
+    """A face's design family: typographic family (name 16) or family (name 1), with the
+    variants in :data:`FAMILY_ALIASES` merged (``Noto Sans CJK SC`` -> ``Noto Sans CJK``)."""
     from fontTools.ttLib import TTFont
 
-    font = TTFont(path, fontNumber=index, lazy=True)
-    names = font["name"]
+    names = TTFont(path, fontNumber=index, lazy=True)["name"]
     family = str(names.getDebugName(16) or names.getDebugName(1) or Path(path).stem)
-    return " ".join(_REGION_OR_WIDTH.sub("", family).split())
+    for pattern, replacement in FAMILY_ALIASES:
+        family = " ".join(pattern.sub(replacement, family).split())
+    return family
 
 
 def data_report(data: str, out_dir: Path, cache_dir: Path, command: str,
@@ -428,8 +441,10 @@ def data_report(data: str, out_dir: Path, cache_dir: Path, command: str,
     faces = {face.name: face for face in resolve_fonts(fonts)}
     families = [font_family(faces[n].path, faces[n].index) for n in glyphs.font_names]
     per_class: dict[int, set[str]] = {}
+    images_of: dict[str, int] = dict.fromkeys(families, 0)
     for cp, font_id in zip(glyphs.codepoints.tolist(), glyphs.font_ids.tolist(), strict=True):
         per_class.setdefault(cp, set()).add(families[font_id])
+        images_of[families[font_id]] += 1
     kept = {cp for cp, fams in per_class.items() if len(fams) >= min_families}
     splits = {cp: split_of(cp, dict(options.fractions)) for cp in per_class}
     family_counts = sorted(len(f) for f in per_class.values())
@@ -437,7 +452,8 @@ def data_report(data: str, out_dir: Path, cache_dir: Path, command: str,
         f"# Glyph data set `{data}`", "", f"Command: `{command}`", "",
         f"Fonts: `{fonts}`, chars `{options.chars}`, min_fonts (faces) {options.min_fonts}.", "",
         f"- faces read: {glyphs.summary['fonts']} (skipped {glyphs.summary['fonts_skipped']}), "
-        f"in {len(set(families))} design families (weights and Noto region variants merged)",
+        f"in {len(set(families))} design families ({sum(n > 0 for n in images_of.values())} with"
+        " images; weights and the variants of FAMILY_ALIASES in benchmarks/quality.py merged)",
         f"- classes (characters with >= {options.min_fonts} distinct face renderings): "
         f"{len(per_class)}; images: {len(glyphs.codepoints)}",
         f"- families per class: min {family_counts[0]}, median {family_counts[len(family_counts) // 2]}, "
@@ -450,8 +466,9 @@ def data_report(data: str, out_dir: Path, cache_dir: Path, command: str,
         f"- load/build time here: {seconds:.0f} s (builder summary: {glyphs.summary})",
         "", "Note: `min_fonts` counts faces (a family's weights count separately); only pixel-identical"
         " renderings are merged. The family figures above are computed here from the fonts' name tables.",
-        "", "| family | faces used |", "|---|---|",
-        *(f"| {fam} | {families.count(fam)} |" for fam in sorted(set(families))), "",
+        "", "| family | faces | images |", "|---|---|---|",
+        *(f"| {fam} | {families.count(fam)} | {images_of[fam]} |" for fam in sorted(set(families))
+          if images_of[fam]), "",
     ]
     path = out_dir / f"glyphs_{data}_data.md"
     out_dir.mkdir(parents=True, exist_ok=True)
