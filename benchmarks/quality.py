@@ -331,31 +331,45 @@ def ablation_rows(groups: dict[tuple, list[dict]], epochs: int) -> list[str]:
     return lines
 
 
+def _curve(ax, records: Sequence[dict], label: str, dashed: bool) -> None:
+    """Mean val Recall@1 (%) of ``records`` against epoch."""
+    by_epoch: dict[int, list[float]] = {}
+    for r in records:
+        for row in r["val_curve"]:
+            by_epoch.setdefault(row["epoch"], []).append(100 * row["val/recall@1"])
+    xs = sorted(by_epoch)
+    ax.plot(xs, [statistics.fmean(by_epoch[x]) for x in xs], linestyle="--" if dashed else "-",
+            marker="o", markersize=3, label=label)
+
+
 def plot_curves(groups: dict[tuple, list[dict]], path: Path, title: str) -> None:
-    """Validation Recall@1 against epoch, mean over seeds, one panel per loss."""
+    """Validation Recall@1 against epoch: per loss, baseline and MemVir (mean over seeds); per
+    loss with ablations, a second panel of the ablation runs and the same-seed default runs."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     losses = sorted({k[0] for k in groups})
-    fig, axes = plt.subplots(1, len(losses), figsize=(5 * len(losses), 4), squeeze=False)
-    for ax, loss in zip(axes[0], losses, strict=True):
+    panels = [(loss, False) for loss in losses] + [
+        (loss, True) for loss in losses if any(k[0] == loss and k[2] for k in groups)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(max(7, 5.5 * len(panels)), 4.5), squeeze=False)
+    for ax, (loss, ablations) in zip(axes[0], panels, strict=True):
+        seeds = {r["seed"] for k, rs in groups.items() if k[0] == loss and k[2] for r in rs}
         for (lo, memvir, ablation, epochs), rs in sorted(groups.items()):
-            if lo != loss or ablation:
+            if lo != loss or (bool(ablation) and not ablations):
                 continue
-            by_epoch: dict[int, list[float]] = {}
-            for r in rs:
-                for row in r["val_curve"]:
-                    by_epoch.setdefault(row["epoch"], []).append(100 * row["val/recall@1"])
-            xs = sorted(by_epoch)
-            ax.plot(xs, [statistics.fmean(by_epoch[x]) for x in xs],
-                    linestyle="-" if memvir else "--", marker="o", markersize=3,
-                    label=f"{method_label(memvir, ablation)} E={epochs} (n={len(rs)})")
-        ax.set(title=f"{LOSSES.get(loss, loss)}", xlabel="epoch", ylabel="val Recall@1 (%)")
+            if ablations:
+                rs = [r for r in rs if r["seed"] in seeds]
+                if not rs or (not ablation and epochs != min(k[3] for k in groups if k[2])):
+                    continue
+            label = f"{method_label(memvir, ablation)} E={epochs} (n={len(rs)})"
+            _curve(ax, rs, label, dashed=not memvir)
+        name = LOSSES.get(loss, loss) + (f" ablations, seed {sorted(seeds)}" if ablations else "")
+        ax.set(title=name, xlabel="epoch", ylabel="val Recall@1 (%)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(title)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
