@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -142,6 +143,23 @@ def launch(size: str, runner: str, args: argparse.Namespace) -> dict:
 _SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
+def measure(size: str, runners: list[str], args: argparse.Namespace) -> dict[str, dict]:
+    """Each runner ``--repeat`` times, in alternating order (so CPU load from other
+    processes hits all runners alike); the median time and the largest peak are kept."""
+    runs: dict[str, list[dict]] = {runner: [] for runner in runners}
+    for rep in range(args.repeat):
+        for runner in runners if rep % 2 == 0 else runners[::-1]:
+            runs[runner].append(launch(size, runner, args))
+    return {
+        runner: records[0]
+        | {
+            "seconds": statistics.median(r["seconds"] for r in records),
+            "peak_mib": max(r["peak_mib"] for r in records),
+        }
+        for runner, records in runs.items()
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="cub,cars,sop", help="comma list of " + ",".join(SIZES))
@@ -156,6 +174,7 @@ def main() -> None:
     parser.add_argument(
         "--spread", type=float, default=2.2, help="noise std per dimension (centres: 1)"
     )
+    parser.add_argument("--repeat", type=int, default=1, help="runs per runner (median time)")
     parser.add_argument("--timeout", type=float, default=1200, help="seconds per subprocess")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--size", help=argparse.SUPPRESS)
@@ -172,7 +191,8 @@ def main() -> None:
             f"unknown sizes/runners {unknown}; sizes: {list(SIZES)}, runners: {list(RUNNERS)}"
         )
     print(
-        f"device={args.device} dim={args.dim} cpus={os.cpu_count()} seed={args.seed} spread={args.spread}"
+        f"device={args.device} dim={args.dim} cpus={os.cpu_count()} seed={args.seed} "
+        f"spread={args.spread} repeat={args.repeat} (median time, largest peak RSS)"
     )
     header = (
         "| size | N | runner | time s | peak RSS MiB | RSS before MiB | time ours/PML "
@@ -181,7 +201,7 @@ def main() -> None:
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     for size in sizes:
-        results = {runner: launch(size, runner, args) for runner in runners}
+        results = measure(size, runners, args)
         pml = results.get("pml")
         for runner, r in results.items():
             v = r["values"]
