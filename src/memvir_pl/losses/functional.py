@@ -26,3 +26,10 @@ def check_proxy_rows(loss_name: str, proxies: Tensor, num_classes: int, centers:
             f"{num_classes * centers} rows, got {proxies.shape[0]}; a batch expander must stack "
             f"one full proxy block per class block."
         )
+
+
+def check_positive(loss_name: str, name: str, value: float) -> float:
+    """``value`` as a float, or ``ValueError`` naming the loss and the setting when it is not > 0."""
+    if not value > 0:
+        raise ValueError(f"{loss_name}: {name} must be > 0, got {value!r}.")
+    return float(value)

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from memvir_pl.losses.base import ProxyLoss
-from memvir_pl.losses.functional import check_proxy_rows, cosine_matrix
+from memvir_pl.losses.functional import check_positive, check_proxy_rows, cosine_matrix
 
 
 def _log1p_sum_exp(z: Tensor, mask: Tensor) -> Tensor:
@@ -34,9 +34,7 @@ class ProxyAnchor(ProxyLoss):
         self, num_classes: int, embedding_dim: int, alpha: float = 32.0, delta: float = 0.1
     ) -> None:
         super().__init__(num_classes, embedding_dim)
-        if not alpha > 0:
-            raise ValueError(f"ProxyAnchor: alpha must be > 0, got {alpha!r}.")
-        self.alpha = float(alpha)
+        self.alpha = check_positive("ProxyAnchor", "alpha", alpha)
         self.delta = float(delta)
 
     def reset_parameters(self) -> None:

@@ -6,7 +6,12 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from memvir_pl.losses.base import ProxyLoss
-from memvir_pl.losses.functional import check_proxy_rows, cosine_matrix, weighted_mean
+from memvir_pl.losses.functional import (
+    check_positive,
+    check_proxy_rows,
+    cosine_matrix,
+    weighted_mean,
+)
 
 
 class ProxyNCA(ProxyLoss):
@@ -25,9 +30,7 @@ class ProxyNCA(ProxyLoss):
 
     def __init__(self, num_classes: int, embedding_dim: int, scale: float = 12.0) -> None:
         super().__init__(num_classes, embedding_dim)
-        if not scale > 0:
-            raise ValueError(f"ProxyNCA: scale must be > 0, got {scale!r}.")
-        self.scale = float(scale)
+        self.scale = check_positive("ProxyNCA", "scale", scale)
 
     def reset_parameters(self) -> None:
         """Kaiming-normal (fan_out), as the official code."""

@@ -14,16 +14,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from memvir_pl.losses.base import ProxyLoss
-from memvir_pl.losses.functional import check_proxy_rows, cosine_matrix, weighted_mean
+from memvir_pl.losses.functional import (
+    check_positive,
+    check_proxy_rows,
+    cosine_matrix,
+    weighted_mean,
+)
 
 # acos is clamped this far inside [-1, 1] so its gradient stays finite.
 _ACOS_EPS = 1e-7
-
-
-def _check_positive(loss_name: str, name: str, value: float) -> float:
-    if not value > 0:
-        raise ValueError(f"{loss_name}: {name} must be > 0, got {value!r}.")
-    return float(value)
 
 
 class Softmax(ProxyLoss):
@@ -56,7 +55,7 @@ class CosineSoftmaxLoss(ProxyLoss):
 
     def __init__(self, num_classes: int, embedding_dim: int, scale: float) -> None:
         super().__init__(num_classes, embedding_dim)
-        self.scale = _check_positive(type(self).__name__, "scale", scale)
+        self.scale = check_positive(type(self).__name__, "scale", scale)
 
     def target_logit(self, cosine: Tensor) -> Tensor:
         """The target class's logit before scaling, from its cosine (B, 1); identity here."""
