@@ -60,6 +60,28 @@ def resolve_path(path: str | None) -> str | None:
     return str(resolved)
 
 
+def compose_config(overrides: list[str], output_dir: str | Path, config_name: str = "train") -> DictConfig:
+    """A config composed as the command line would (``${hydra:...}`` resolvable), for Python callers.
+
+    The run's output goes to ``output_dir``; use it to drive :func:`memvir_pl.train.train`
+    from scripts, notebooks and tests without a Hydra app.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(output_dir)
+        cfg.hydra.runtime.cwd = str(output_dir)
+        cfg.hydra.job.num = 0
+    HydraConfig().set_config(cfg)
+    return cfg
+
+
 def _hydra_running() -> bool:
     from hydra.core.hydra_config import HydraConfig
 
