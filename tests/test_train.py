@@ -129,3 +129,15 @@ def test_bad_module_settings_are_explained(tmp_path):
     cfg = compose_config(["module.lr_schedule=step", *TINY_GLYPHS, *QUIET], tmp_path)
     with pytest.raises(ValueError, match="lr_decay_step"):
         train(cfg)
+
+
+@pytest.mark.slow
+def test_optuna_search_of_two_trials_reports_its_best(tmp_path):
+    result = run_module("memvir_pl.train", ["+hparams_search=optuna", "hydra.sweeper.n_trials=2",
+                                            "hydra.sweeper.sampler.n_startup_trials=2", *TINY_GLYPHS,
+                                            "hydra.sweep.dir=optuna", *QUIET], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    best = (tmp_path / "optuna" / "optimization_results.yaml").read_text()
+    trials = [json.loads((tmp_path / "optuna" / job / "metrics.json").read_text()) for job in ("0", "1")]
+    best_value = max(t["best"]["val/recall@1"] for t in trials)
+    assert "memvir.num_steps" in best and f"best_value: {best_value}" in best
