@@ -296,7 +296,7 @@ def comparison_rows(groups: dict[tuple, list[dict]], epochs: int) -> list[str]:
     pairs = [("equal epochs", epochs, epochs), ("MemVir 2x longer", 2 * epochs, epochs),
              ("both at 2x (control)", 2 * epochs, 2 * epochs)]
     head = "| loss | comparison | seeds (MemVir/base) | " + " | ".join(
-        f"Δ {m}" for m in METRICS) + " | Δ R@1 > 2 SE? |"
+        f"Δ {m}" for m in METRICS) + " | abs(Δ R@1) > 2 SE? |"
     lines = [head, "|" + "---|" * (4 + len(METRICS))]
     for loss in sorted({k[0] for k in groups}):
         for label, e_mem, e_base in pairs:
@@ -305,7 +305,12 @@ def comparison_rows(groups: dict[tuple, list[dict]], epochs: int) -> list[str]:
                 continue
             cells = [difference(test_values(mem, m), test_values(base, m)) for m in METRICS]
             d, se = cells[0]
-            verdict = "n/a (1 seed)" if math.isnan(se) else ("yes" if abs(d) > 2 * se else "no")
+            if math.isnan(se):
+                verdict = "n/a (1 seed)"
+            elif abs(d) > 2 * se:
+                verdict = "yes, MemVir " + ("better" if d > 0 else "worse")
+            else:
+                verdict = "no"
             lines.append(f"| {LOSSES.get(loss, loss)} | {label} (E={e_mem} vs {e_base}) | "
                          f"{len(mem)}/{len(base)} | " + " | ".join(fmt(*c, signed=True) for c in cells)
                          + f" | {verdict} |")
