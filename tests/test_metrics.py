@@ -276,6 +276,93 @@ def test_backends_and_budgets_give_the_same_neighbours(distance):
         assert torch.allclose(other.values, ref.values, atol=1e-5)
 
 
+def exact_clustered(seed: int, sizes: list[int], dim: int = 16, duplicates: int = 30):
+    """Clustered rows with exactly 4 entries +-1 (norm 2), some duplicated, shuffled.
+
+    A class's rows are its centre with one sign flipped (70 %) or the centre.
+
+    Every inner product, cosine similarity and squared distance is exact in
+    float32, so exact ties stay ties whatever the order of summation.
+    """
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
+    centres = torch.zeros(len(sizes), dim)
+    for centre in centres:
+        centre[torch.randperm(dim, generator=g)[:4]] = torch.randint(2, (4,), generator=g) * 2.0 - 1
+    x = centres[labels]
+    for row in (torch.rand(labels.numel(), generator=g) < 0.7).nonzero().squeeze(1):
+        nonzero = x[row].nonzero().squeeze(1)  # flip the sign of one of the 4 entries
+        x[row, nonzero[torch.randint(4, (1,), generator=g)]] *= -1
+    copies = torch.randint(labels.numel(), (duplicates,), generator=g)
+    x, labels = torch.cat([x, x[copies]]), torch.cat([labels, labels[copies]])
+    perm = torch.randperm(labels.numel(), generator=g)
+    return x[perm], labels[perm]
+
+
+@pytest.mark.parametrize("distance", ["cosine", "euclidean"])
+def test_self_search_equals_search_with_self_excluded(distance):
+    from memvir_pl.metrics.exact_knn import TorchIndex
+
+    x, _ = exact_clustered(3, [6] * 30)
+    n, k = x.shape[0], 25
+    # brute force in float64: full score matrix, own row removed, stable sort (ties by row)
+    full = F.normalize(x.double(), dim=1) @ F.normalize(x.double(), dim=1).T
+    if distance == "euclidean":
+        full = -torch.cdist(x.double(), x.double())
+    full.fill_diagonal_(-math.inf)
+    expected = full.sort(dim=1, descending=True, stable=True).indices[:, :k]
+    assert (full.gather(1, expected)[:, 1:] == full.gather(1, expected)[:, :-1]).sum() > n
+    ref = knn(x, x, k, distance=distance, backend="torch", exclude=torch.arange(n))
+    assert torch.equal(ref.indices, expected)
+    # 2**9 bytes: 5-row blocks (42 of them); 2**12: 16-row blocks; default: one block
+    for budget in [2**9, 2**12, 2**28]:
+        index = TorchIndex(x, distance, budget)
+        for depth in [1, k]:
+            result = index.search_self(depth)
+            assert torch.equal(result.indices, expected[:, :depth]), (budget, depth)
+            assert torch.allclose(result.values, ref.values[:, :depth], atol=1e-6, rtol=0)
+
+
+def test_self_search_computes_the_upper_triangle_and_uses_it_both_ways(monkeypatch):
+    from memvir_pl.metrics import exact_knn
+
+    x, _ = exact_clustered(4, [5] * 20, duplicates=0)  # 100 rows
+    block_pairs = []
+    add = exact_knn._RunningTopK.add
+    monkeypatch.setattr(
+        exact_knn._RunningTopK,
+        "add",
+        lambda self, scores, start: block_pairs.append(scores.shape) or add(self, scores, start),
+    )
+    _, rows = exact_knn.exact_self_topk(F.normalize(x, dim=1), 5, "cosine", block_rows=30)
+    # blocks of 30, 30, 30, 10 rows: 4 + 6 products (I <= J), the 6 with I != J used both ways,
+    # so that every (row, column) score is seen once
+    assert len(block_pairs) == 4 + 2 * 6
+    assert sum(a * b for a, b in block_pairs) == 100 * 100
+    assert rows.shape == (100, 5)
+
+
+@pytest.mark.parametrize("distance", ["cosine", "euclidean"])
+def test_self_search_metrics_equal_blocked_search(distance, monkeypatch):
+    from memvir_pl.metrics.exact_knn import TorchIndex
+
+    x, labels = exact_clustered(5, [2, 3, 5, 8, 12] * 6)
+    ref = brute_force(x, labels, (1, 2, 4)) if distance == "cosine" else None
+    calls = []
+    search_self = TorchIndex.search_self
+    monkeypatch.setattr(
+        TorchIndex, "search_self", lambda self, k: calls.append(k) or search_self(self, k)
+    )
+    fast = retrieval_metrics(x, labels, k=(1, 2, 4), distance=distance, backend="torch")
+    tiny = retrieval_metrics(
+        x, labels, k=(1, 2, 4), distance=distance, backend="torch", memory_budget_bytes=2**14
+    )
+    assert len(calls) == 1  # the tight budget used the R-sorted blocks
+    assert fast == pytest.approx(tiny, abs=1e-12)
+    if ref is not None:
+        assert fast == pytest.approx(ref | {"num_skipped_queries": 0.0}, abs=1e-12)
+
+
 def test_small_budget_searches_in_blocks_with_same_metrics():
     x, labels = clustered(11, class_sizes("sop", 11), dim=16)
     ref = retrieval_metrics(x, labels, backend="torch")
@@ -287,7 +374,7 @@ def test_small_budget_searches_in_blocks_with_same_metrics():
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_searched_depth_is_max_k_or_r_not_the_gallery(backend, monkeypatch):
-    from memvir_pl.metrics.exact_knn import ExactIndex
+    from memvir_pl.metrics.exact_knn import ExactIndex, TorchIndex
 
     x, labels = clustered(8, [3] * 30 + [20], dim=8)  # R is 2 for most queries, 19 for one class
     depths = []
@@ -309,11 +396,19 @@ def test_searched_depth_is_max_k_or_r_not_the_gallery(backend, monkeypatch):
                 faiss_depths.append(k) or flat_search(self, q, k, *a, **kw)
             ),
         )
+    if backend == "torch":  # one symmetric self-search of depth max(K, largest R)
+        search_self = TorchIndex.search_self
+        monkeypatch.setattr(
+            TorchIndex,
+            "search_self",
+            lambda self, k: depths.append(k) or search_self(self, k),
+        )
     retrieval_metrics(x, labels, k=(1, 4), backend=backend)
-    assert set(depths) == {19}  # one block: max(K=4, largest R=19), not the gallery (109)
+    assert depths == [19]  # max(K=4, largest R=19), not the gallery (109)
     depths.clear()
     faiss_depths.clear()
-    # A tight budget splits the queries (sorted by R) so that most search only max(K, R) = 4.
+    # A tight budget (the (110, 19) self-search answer does not fit) splits the queries
+    # (sorted by R) so that most search only max(K, R) = 4.
     retrieval_metrics(x, labels, k=(1, 4), backend=backend, memory_budget_bytes=64 * 4 * 90)
     assert sorted(set(depths)) == [4, 19]
     if backend == "faiss":  # + 1 for the query itself, + 1 to see ties at the k-th place

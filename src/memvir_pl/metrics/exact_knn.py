@@ -4,7 +4,9 @@ Two backends return the same neighbours (up to floating-point rounding):
 
 - ``"torch"``: chunked matmul + top-k on the gallery's device (CPU or CUDA).
   The score blocks are sized from ``memory_budget_bytes``, so the extra memory
-  does not grow with the dataset (only the (Q, k) answer does).
+  does not grow with the dataset (only the (Q, k) answer does). When the
+  queries are the gallery, :meth:`TorchIndex.search_self` computes only half
+  of the symmetric score matrix.
 - ``"faiss"``: a flat (exact) faiss index; on the GPU when the gallery is a
   CUDA tensor and a GPU build of faiss is installed, else on the CPU.
   faiss is imported only when this backend is used.
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from typing import Literal, NamedTuple
@@ -117,17 +120,20 @@ class ExactIndex(ABC):
             raise ValueError(
                 f"query has {query.shape[1]} dimensions but the gallery has {self.dim}."
             )
-        limit = self.num_items - (exclude is not None)
-        if not isinstance(k, int) or k < 1 or k > limit:
-            raise ValueError(
-                f"k={k} is invalid for a gallery of {self.num_items} items"
-                f"{' with one excluded per query' if exclude is not None else ''}: "
-                f"expected 1 <= k <= {limit}; use a smaller k or a larger gallery."
-            )
+        self._check_k(k, excluding=exclude is not None)
         if exclude is not None and (exclude.ndim != 1 or exclude.shape[0] != query.shape[0]):
             raise ValueError(
                 f"exclude must have shape ({query.shape[0]},) (one gallery row per query), "
                 f"got {tuple(exclude.shape)}."
+            )
+
+    def _check_k(self, k: int, excluding: bool) -> None:
+        limit = self.num_items - excluding
+        if not isinstance(k, int) or k < 1 or k > limit:
+            raise ValueError(
+                f"k={k} is invalid for a gallery of {self.num_items} items"
+                f"{' with one excluded per query' if excluding else ''}: "
+                f"expected 1 <= k <= {limit}; use a smaller k or a larger gallery."
             )
 
     def _query_blocks(
@@ -205,22 +211,99 @@ def exact_topk(
         distance: ``"cosine"`` or ``"euclidean"``.
         exclude: optional (q,) gallery row to leave out per query (-1: none).
     """
-    best: tuple[Tensor, Tensor] | None = None
+    best = _RunningTopK(k)
     for start, gallery in gallery_blocks:
         block = _scores(query, gallery, distance)
         if exclude is not None:
             _mask_excluded(block, exclude, start)
-        values, rows = topk_ties_by_row(block, k)
-        rows = rows + start
-        if best is not None:
-            values, rows = order_by_score_then_row(
-                torch.cat([best[0], values], 1), torch.cat([best[1], rows], 1)
-            )
-            values, rows = values[:, :k], rows[:, :k]
-        best = (values, rows)
-    if best is None:
+        best.add(block, start)
+    if not best.parts:
         raise ValueError("exact_topk got no gallery blocks; expected at least one gallery row.")
-    return best
+    return best.result()
+
+
+def exact_self_topk(
+    items: Tensor, k: int, distance: Distance, block_rows: int
+) -> tuple[Tensor, Tensor]:
+    """Exact top-k scores and rows (N, k) of each item among the other items, ties by lowest row.
+
+    The same answer as :func:`exact_topk` of ``items`` against itself with
+    ``exclude=arange(N)``, from half the products: the score matrix is
+    symmetric, so only its blocks I <= J (``block_rows`` rows each) are
+    computed, and each S = X_I X_J^T feeds the running top-k of the rows in I
+    (from S) and, when J != I, of the rows in J (from S^T). Each item's own
+    entry, on the diagonal of its block (I, I), is left out.
+
+    Args:
+        items: (N, D) prepared (L2-normalised for cosine) rows.
+        k: neighbours per item, 1 <= k <= N - 1.
+        distance: ``"cosine"`` or ``"euclidean"``.
+        block_rows: rows per block; the working memory is two (block_rows, block_rows) blocks.
+    """
+    num_items = items.shape[0]
+    sq_norms = items.square().sum(dim=1) if distance == "euclidean" else None
+    starts = range(0, num_items, block_rows)
+    work = items.new_empty(min(block_rows, num_items) ** 2)
+    # Every block row gets its blocks in increasing row order: J from pairs (I, J), I < J,
+    # before the outer loop reaches J, then J itself, then the blocks after J.
+    best = {start: _RunningTopK(k) for start in starts}
+    for first, i in enumerate(starts):
+        for j in starts[first:]:
+            inner = items[i : i + block_rows] @ items[j : j + block_rows].T
+            scores = inner if sq_norms is None else _from_inner(inner, sq_norms[j:], work)
+            if i == j:
+                scores.fill_diagonal_(float("-inf"))
+            best[i].add(scores, j)
+            if j != i:
+                scores = _from_inner(inner.T, None if sq_norms is None else sq_norms[i:], work)
+                best[j].add(scores, i)
+    parts = [b.result() for b in best.values()]
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+
+class _RunningTopK:
+    """Exact top-k (q, k) of score blocks fed in increasing gallery row order, ties by lowest row.
+
+    Each block's top-k is kept (nearest first, ties by row); every
+    ``MERGE_EVERY`` blocks they are merged by one stable sort on score, which
+    orders ties by row because earlier blocks hold lower rows. At most
+    ``MERGE_EVERY + 1`` (q, k) lists of scores and int64 rows are held.
+    """
+
+    MERGE_EVERY = 4
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self.parts: list[tuple[Tensor, Tensor]] = []
+
+    def add(self, scores: Tensor, start: int) -> None:
+        """Fold in a (q, g) score block whose columns are gallery rows ``start``..."""
+        values, rows = topk_ties_by_row(scores, min(self.k, scores.shape[1]))
+        self.parts.append((values, rows + start))
+        if len(self.parts) > self.MERGE_EVERY:
+            self.parts = [self.result()]
+
+    def result(self) -> tuple[Tensor, Tensor]:
+        """The (q, k) scores and gallery rows so far, nearest first."""
+        if len(self.parts) == 1:
+            return self.parts[0]
+        values, order = torch.cat([p[0] for p in self.parts], 1).sort(
+            dim=1, descending=True, stable=True
+        )
+        rows = torch.cat([p[1] for p in self.parts], 1).gather(1, order[:, : self.k])
+        return values[:, : self.k], rows
+
+
+def _from_inner(inner: Tensor, column_sq_norms: Tensor | None, out: Tensor) -> Tensor:
+    """The (a, b) scores of :func:`_scores` from inner products (a, b), written into ``out``.
+
+    ``inner`` may be a transposed view; ``column_sq_norms`` starts at its first column
+    (euclidean; None for cosine). ``out`` is a flat buffer of at least a * b elements.
+    """
+    out = out[: inner.numel()].view(inner.shape)
+    if column_sq_norms is None:
+        return out.copy_(inner)
+    return torch.add(column_sq_norms[: inner.shape[1]].neg(), inner, alpha=2, out=out)
 
 
 def _scores(query: Tensor, gallery: Tensor, distance: Distance) -> Tensor:
@@ -252,8 +335,9 @@ class TorchIndex(ExactIndex):
 
     A score block (q, g) holds at most ``memory_budget_bytes / 2`` bytes; when
     the gallery does not fit in one block next to enough queries, it is split
-    too and per-block top-k lists are merged. float64 galleries are searched in
-    float64, all others in float32.
+    too and per-block top-k lists are merged. :meth:`search_self` searches the
+    gallery against itself from the upper triangle of its score matrix.
+    float64 galleries are searched in float64, all others in float32.
     """
 
     def __init__(
@@ -272,6 +356,26 @@ class TorchIndex(ExactIndex):
 
     def _query_rows(self, num_queries: int, k: int) -> int:
         return self._block_elements // self._columns(num_queries, k)
+
+    def search_self(self, k: int) -> KNNResult:
+        """The k nearest other gallery rows of each gallery row, from half the products.
+
+        The neighbours of ``search(gallery, k, exclude=torch.arange(G))``
+        (ties by lowest row; scores that differ only by float rounding may
+        rank either way in both), by :func:`exact_self_topk` with two score
+        blocks of at most ``memory_budget_bytes / 4`` bytes each; beside them,
+        every row's running top-k is held (up to 5 (G, k) lists of scores and
+        int64 rows, 60 bytes per (row, neighbour) in float32).
+
+        Args:
+            k: neighbours per row, 1 <= k <= G - 1.
+        Returns:
+            :class:`KNNResult` with (G, k) values and indices on the gallery's device.
+        """
+        self._check_k(k, excluding=True)
+        block_rows = max(1, math.isqrt(self._block_elements // 2))
+        scores, indices = exact_self_topk(self.gallery, k, self.distance, block_rows)
+        return KNNResult(self._to_values(scores, self.gallery), indices)
 
     def _search_block(self, query: Tensor, k: int, exclude: Tensor | None) -> tuple[Tensor, Tensor]:
         query = _prepare(query.to(self.gallery.device, self.gallery.dtype), self.distance)

@@ -13,8 +13,12 @@ Definitions (those of pytorch-metric-learning's ``AccuracyCalculator`` with
   says whether the i-th neighbour shares the label and P(i) is the precision
   of the first i neighbours.
 
-Only max(max K, R) neighbours are searched per query, in query blocks sorted
-by R, so memory stays within ``memory_budget_bytes`` (plus the inputs).
+Only max(max K, R) neighbours are searched per query, so memory stays within
+``memory_budget_bytes`` (plus the inputs). When every item is a query and a
+gallery item and the backend is torch, the score matrix is symmetric and is
+computed only half (:meth:`~memvir_pl.metrics.exact_knn.TorchIndex.search_self`)
+if all N rows' max(max K, largest R) neighbours fit the budget; otherwise,
+and for the faiss backend, queries are searched in blocks sorted by R.
 
 Deliberate differences from PML (values agree to 1e-6 in tests/test_metrics.py):
 PML's default kNN is faiss ``IndexFlatL2`` on the embeddings as given, so it
@@ -26,6 +30,7 @@ are ordered by gallery row here, by faiss internals there; PML's
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import torch
@@ -38,11 +43,13 @@ from memvir_pl.metrics.exact_knn import (
     Backend,
     Distance,
     ExactIndex,
+    TorchIndex,
     build_index,
 )
 
 # Bytes per (query, neighbour) pair while scoring a block: values, indices,
-# labels, relevance, cumulative sums and float64 precisions.
+# labels, relevance, cumulative sums and float64 precisions; also covers the
+# running top-k lists of TorchIndex.search_self (60 bytes).
 _BYTES_PER_NEIGHBOUR = 64
 
 
@@ -156,10 +163,38 @@ def _accumulate(
     memory_budget_bytes: int,
 ) -> tuple[dict[str, float], int]:
     """Sums over scored queries (R > 0) of each metric, and how many were scored."""
-    order = (relevant > 0).nonzero().squeeze(1)
-    order = order[torch.argsort(relevant[order], stable=True)]
-    depths = relevant[order].clamp_min(ks[-1])
+    scored = (relevant > 0).nonzero().squeeze(1)
     sums = dict.fromkeys([f"recall@{v}" for v in ks] + ["r_precision", "map@r"], 0.0)
+    if scored.numel() == 0:
+        return sums, 0
+    depth = max(ks[-1], int(relevant[scored].max()))
+    self_search = (
+        isinstance(index, TorchIndex)
+        and split.self_rows is not None
+        and split.query.shape[0] * depth * _BYTES_PER_NEIGHBOUR <= memory_budget_bytes
+    )
+    if self_search:
+        blocks = iter([(scored, index.search_self(depth).indices[scored])])
+    else:
+        blocks = _searched_by_r(index, split, relevant, scored, ks[-1], memory_budget_bytes)
+    for block, neighbours in blocks:
+        hits = split.gallery_labels[neighbours] == split.query_labels[block, None]
+        for name, value in _block_sums(hits, relevant[block], ks).items():
+            sums[name] += value
+    return sums, int(scored.numel())
+
+
+def _searched_by_r(
+    index: ExactIndex,
+    split: _Split,
+    relevant: Tensor,
+    scored: Tensor,
+    max_k: int,
+    memory_budget_bytes: int,
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """Query rows (q,) and their max(max K, R) neighbours (q, depth), in blocks sorted by R."""
+    order = scored[torch.argsort(relevant[scored], stable=True)]
+    depths = relevant[order].clamp_min(max_k)
     start = 0
     while start < order.numel():
         rows = max(1, memory_budget_bytes // (_BYTES_PER_NEIGHBOUR * int(depths[start])))
@@ -168,12 +203,8 @@ def _accumulate(
         stop = min(stop, start + max(1, memory_budget_bytes // (_BYTES_PER_NEIGHBOUR * depth)))
         block = order[start:stop]
         exclude = None if split.self_rows is None else split.self_rows[block]
-        neighbours = index.search(split.query[block], depth, exclude).indices
-        hits = split.gallery_labels[neighbours] == split.query_labels[block, None]
-        for name, value in _block_sums(hits, relevant[block], ks).items():
-            sums[name] += value
+        yield block, index.search(split.query[block], depth, exclude).indices
         start = stop
-    return sums, int(order.numel())
 
 
 def _block_sums(hits: Tensor, relevant: Tensor, ks: tuple[int, ...]) -> dict[str, float]:
