@@ -68,7 +68,7 @@ ABLATIONS = {
     "saving": ["memvir.proxy_mode=saving"],
     "bf16": ["memvir.storage_dtype=bfloat16"],
     # memory rows weigh 1/N: the N memory blocks together weigh as much as the current batch
-    "w0.2": ["+memvir.memory_weight=0.2"],
+    "w0.2": ["memvir.memory_weight=0.2"],
 }
 
 
@@ -164,27 +164,6 @@ def grid(regime: Regime, losses: Sequence[str], seeds: Sequence[int], ablations:
 
 
 # ---------------------------------------------------------------------------- running
-def compose(overrides: list[str], output_dir: Path):
-    """The composed train config with ``${hydra:...}`` resolvable and its output in ``output_dir``."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
-
-    from memvir_pl.config import CONFIG_DIR
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = hydra_compose(config_name="train", overrides=overrides, return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(output_dir)
-        cfg.hydra.runtime.cwd = str(output_dir)
-        cfg.hydra.job.num = 0
-    HydraConfig().set_config(cfg)
-    return cfg
-
-
 def val_curve(run_dir: Path) -> list[dict[str, float]]:
     """Per validated epoch (1-based) the val metrics, from the run's ``csv/metrics.csv``."""
     rows = []
@@ -198,12 +177,13 @@ def val_curve(run_dir: Path) -> list[dict[str, float]]:
 
 def run_one(spec: RunSpec, regime: Regime, work_dir: Path, cache_dir: Path) -> dict[str, Any]:
     """Train and test one run (in this process); returns and caches its result record."""
+    from memvir_pl.config import compose_config
     from memvir_pl.train import train
 
     run_dir = work_dir / spec.name
     shutil.rmtree(run_dir, ignore_errors=True)  # a run killed before it finished starts afresh
     overrides = [*spec.overrides(regime), f"paths.cache_dir={work_dir.parent / '.cache'}"]
-    cfg = compose(overrides, run_dir)
+    cfg = compose_config(overrides, run_dir)
     start = time.perf_counter()
     metrics = train(cfg)
     record = {
