@@ -84,6 +84,21 @@ def test_glyphs_keep_size_and_position_in_the_em_box():
     assert len(_ink_rows(dot)) <= 4
 
 
+def test_a_glyph_freetype_cannot_render_stays_blank_with_a_warning(monkeypatch, caplog):
+    face = _faces("DejaVuSans.ttf")[0]
+    draw_text = glyph_module.ImageDraw.ImageDraw.text
+
+    def broken_b(self, xy, text, *args, **kwargs):  # a font whose hinting code fails on "B"
+        if text == "B":
+            raise OSError("invalid opcode")
+        return draw_text(self, xy, text, *args, **kwargs)
+
+    monkeypatch.setattr(glyph_module.ImageDraw.ImageDraw, "text", broken_b)
+    a, b, c = render(open_face(face, 32), [ord("A"), ord("B"), ord("C")], 32)
+    assert a.max() == 255 and c.max() == 255 and b.max() == 0
+    assert "1 glyphs could not be rendered" in caplog.text and "U+0042: invalid opcode" in caplog.text
+
+
 def test_build_is_deterministic():
     faces = _faces("DejaVuSans.ttf", "DejaVuSerif-Bold.ttf", "STIXGeneral.ttf", "cmr10.ttf")
     chars = parse_chars("ABCDEFabcdef0123%&")

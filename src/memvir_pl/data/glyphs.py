@@ -136,14 +136,27 @@ def open_face(face: FontFace, image_size: int) -> ImageFont.FreeTypeFont:
 
 
 def render(font: ImageFont.FreeTypeFont, codepoints: Sequence[int], image_size: int) -> np.ndarray:
-    """(len(codepoints), S, S) uint8 renderings in the fixed em box (ink 255 on 0)."""
+    """(len(codepoints), S, S) uint8 renderings in the fixed em box (ink 255 on 0).
+
+    A glyph FreeType cannot render (e.g. "invalid opcode" in broken hinting code)
+    stays blank, so it is dropped with the blank renderings; one warning per font.
+    """
     baseline = BASELINE_FRACTION * image_size
     images = np.zeros((len(codepoints), image_size, image_size), dtype=np.uint8)
+    failed = []
     for i, cp in enumerate(codepoints):
         canvas = Image.new("L", (image_size, image_size))
-        left = (image_size - font.getlength(chr(cp))) / 2
-        ImageDraw.Draw(canvas).text((left, baseline), chr(cp), font=font, fill=255, anchor="ls")
+        try:
+            left = (image_size - font.getlength(chr(cp))) / 2
+            ImageDraw.Draw(canvas).text((left, baseline), chr(cp), font=font, fill=255, anchor="ls")
+        except OSError as error:
+            failed.append((cp, error))
+            continue
         images[i] = np.asarray(canvas)
+    if failed:
+        cp, error = failed[0]
+        log.warning("font %s: %d glyphs could not be rendered and count as blank (first: U+%04X: %s)",
+                    getattr(font, "path", font), len(failed), cp, error)
     return images
 
 
