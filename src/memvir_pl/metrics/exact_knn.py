@@ -60,10 +60,12 @@ def faiss_available() -> bool:
 def resolve_backend(backend: str, device: torch.device) -> str:
     """The concrete backend for ``backend`` on ``device``.
 
-    ``"auto"`` is ``"faiss"`` on the CPU when faiss is installed (its flat
-    search was the faster on our CPU benchmark, benchmarks/results/metrics.md),
-    and ``"torch"`` otherwise, including on CUDA, where torch needs no copy off
-    the device and has no limit on k.
+    ``"auto"`` is ``"faiss"`` on the CPU when faiss is installed, and
+    ``"torch"`` otherwise, including on CUDA, where torch needs no copy off
+    the device and has no limit on k. On our 2-core CPU benchmark at SOP size
+    (benchmarks/bench_metrics.py) faiss and the torch backend's symmetric
+    self-search were within noise of each other (each the faster in one of two
+    runs), so faiss, which does not need the symmetry, stays the CPU default.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}.")
