@@ -15,7 +15,8 @@ def python_blocks() -> list[str]:
     return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
 
 
-def test_callback_example_trains_with_virtual_classes():
+def test_callback_example_trains_with_virtual_classes(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the example's Trainer writes lightning_logs/ in the working directory
     example = next(b for b in python_blocks() if "MemVirCallback(" in b)
     g = torch.Generator().manual_seed(0)
     labels = torch.randint(0, 10, (320,), generator=g)
