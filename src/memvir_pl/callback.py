@@ -154,7 +154,7 @@ class MemVirCallback(pl.Callback):
 
     # ------------------------------------------------------------------ checkpoint
     def state_dict(self) -> dict[str, Any]:
-        return {"warmup_epochs": self.warmup_epochs, "memory": self.memory.state_dict()}
+        return {"memory": self.memory.state_dict()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.memory.load_state_dict(state_dict["memory"])
