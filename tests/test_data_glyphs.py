@@ -240,3 +240,49 @@ def test_parse_chars(tmp_path):
     assert parse_chars(str(listing)) == [ord("x"), ord("y"), ord("z")]
     with pytest.raises(ValueError, match="no visible character"):
         parse_chars(" \t")
+
+
+def test_canonical_family_merges_regional_weight_and_series_variants():
+    from memvir_pl.data.fonts import canonical_family
+
+    assert canonical_family("Noto Sans CJK SC") == "Noto Sans CJK"
+    assert canonical_family("AR PL UMing TW MBE") == "AR PL UMing"
+    assert canonical_family("WenQuanYi Zen Hei Sharp") == "WenQuanYi Zen Hei"
+    assert canonical_family("VL PGothic") == "VL Gothic"
+    assert canonical_family("M PLUS 1p") == canonical_family("Mplus 2") == "M PLUS"
+    assert canonical_family("YOzFontN") == "YOzFont"
+    assert canonical_family("TW-Sung-Ext-B") == "TW-Sung"
+    assert canonical_family("Source Han Serif") == "Source Han Serif"  # unknown names unchanged
+
+
+def test_per_family_counts_design_families_and_keeps_the_plain_face():
+    from memvir_pl.data.fonts import font_family
+
+    faces = _faces("DejaVuSans-Bold.ttf", "DejaVuSans.ttf", "DejaVuSans-Oblique.ttf",
+                   "DejaVuSerif.ttf", "STIXGeneral.ttf")
+    assert [font_family(f) for f in faces] == ["DejaVu Sans"] * 3 + ["DejaVu Serif", "STIXGeneral"]
+    chars = parse_chars("ABCDEFGHabcdefgh")
+    by_face = build_glyph_set(faces, chars, image_size=20, min_fonts=5)
+    by_family = build_glyph_set(faces, chars, image_size=20, min_fonts=3, per_family=1)
+    assert by_face.summary["classes"] == by_family.summary["classes"] == len(chars)
+    assert np.bincount(by_face.font_ids).tolist() == [len(chars)] * 5
+    names = [by_family.font_names[i] for i in by_family.font_ids]
+    # one image per family and character; the regular face stands for DejaVu Sans
+    assert sorted(set(names)) == ["DejaVuSans.ttf", "DejaVuSerif.ttf", "STIXGeneral.ttf"]
+    assert all((by_family.codepoints == cp).sum() == 3 for cp in chars)
+    assert by_family.summary["family_capped_images_dropped"] == 2 * len(chars)
+    two = build_glyph_set(faces, chars, image_size=20, min_fonts=3, per_family=2)
+    assert all((two.codepoints == cp).sum() == 4 for cp in chars)  # regular + bold of DejaVu Sans
+    # min_fonts counts families: three families cannot reach four
+    assert build_glyph_set(faces, chars, image_size=20, min_fonts=4, per_family=1).summary["classes"] == 0
+    with pytest.raises(ValueError, match="per_family must be >= 1"):
+        build_glyph_set(faces, chars, per_family=0)
+
+
+def test_per_family_is_part_of_the_cache_key_only_when_set():
+    faces = _faces("DejaVuSans.ttf")
+    plain = glyph_cache_key(faces, None, 32, 12, 0.5)
+    assert glyph_cache_key(faces, None, 32, 12, 0.5, None) == plain
+    assert glyph_cache_key(faces, None, 32, 12, 0.5, 1) != plain
+    with pytest.raises(ValueError, match="distinct font families"):
+        load_glyph_set(chars="ABC", min_fonts=14, per_family=1)  # matplotlib: 13 families

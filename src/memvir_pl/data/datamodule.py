@@ -23,6 +23,7 @@ GLYPH_DEFAULTS: Mapping[str, Any] = {
     "chars": None,
     "min_fonts": 12,
     "homoglyph_fraction": 0.5,
+    "per_family": None,
     "fractions": DEFAULT_FRACTIONS,
     "cache_dir": None,
 }
@@ -55,6 +56,7 @@ class DMLDataModule(pl.LightningDataModule):
         val_fraction: share of training classes held out for validation (file datasets).
         pin_memory: DataLoader ``pin_memory``.
         options: glyph options: ``fonts``, ``chars``, ``min_fonts``, ``homoglyph_fraction``,
+            ``per_family`` (see :func:`memvir_pl.data.glyphs.build_glyph_set`),
             ``fractions`` ({train, val, test} shares of characters), ``cache_dir``.
     """
 

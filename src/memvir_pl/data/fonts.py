@@ -6,8 +6,10 @@ collection holds several (addressed by ``index``).
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,3 +127,49 @@ def font_charmap(face: FontFace) -> dict[int, str]:
     if mismatched > _LEGACY_ENCODING_FRACTION * max(len(cmap), 1):
         return {cp: glyph for cp, glyph in cmap.items() if named[cp] == chr(cp)}
     return dict(cmap)
+
+
+# One design under several names: regional / encoding / proportional / code / extension variants
+# and the YOzFont and kiloji style series (their ideographs are one design). Applied in order
+# to the typographic family name; whitespace is collapsed after each.
+FAMILY_ALIASES: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"(?<![\w-])(SC|TC|JP|KR|HK|CN|TW|MBE|GB|Big5|Mono|Sharp)(?![\w-])"), ""),
+    (re.compile(r"-(Ext-B|Plus)$|-ex$|2nd$"), ""),
+    (re.compile(r"^YOz.*"), "YOzFont"),
+    (re.compile(r"^kiloji.*"), "kiloji"),
+    (re.compile(r"^HanaMin[AB]$"), "HanaMin"),
+    (re.compile(r"^IPAP"), "IPA"),
+    (re.compile(r"^VL PGothic$"), "VL Gothic"),
+    (re.compile(r"^Komatuna P$"), "Komatuna"),
+    (re.compile(r"^(M PLUS|Mplus).*"), "M PLUS"),
+)
+#: Subfamily names of a family's plain face, preferred when only some faces of a family are kept.
+_REGULAR_STYLES = frozenset({"regular", "book", "normal", "roman", "medium", "w3", "w4"})
+
+
+def canonical_family(name: str) -> str:
+    """A family name with the variants of :data:`FAMILY_ALIASES` merged
+    (``Noto Sans CJK SC`` -> ``Noto Sans CJK``, ``VL PGothic`` -> ``VL Gothic``)."""
+    for pattern, replacement in FAMILY_ALIASES:
+        name = " ".join(pattern.sub(replacement, name).split())
+    return name
+
+
+@functools.cache
+def _design(face: FontFace) -> tuple[str, bool]:
+    names = _open(face)["name"]
+    family = canonical_family(str(names.getDebugName(16) or names.getDebugName(1) or Path(face.path).stem))
+    style = str(names.getDebugName(17) or names.getDebugName(2) or "").strip().lower()
+    return family, style in _REGULAR_STYLES
+
+
+def font_family(face: FontFace) -> str:
+    """The face's design family: its typographic family (name ID 16) or family (ID 1) through
+    :func:`canonical_family`, so that a family's weights, regional, proportional and monospaced
+    variants count once (``DejaVu Sans Mono Bold`` -> ``DejaVu Sans``)."""
+    return _design(face)[0]
+
+
+def is_regular_face(face: FontFace) -> bool:
+    """Whether the face is its family's plain style (Regular, Book, Medium, ...)."""
+    return _design(face)[1]

@@ -12,7 +12,13 @@ centred on its advance width; nothing is scaled to fit). The set is cleaned by r
 4. a rendering pixel-identical to an earlier one (lower code point, or same code point and
    earlier face) is dropped: no two images of the set are equal, so labels never disagree
    on identical images and no class holds copies;
-5. classes left with fewer than ``min_fonts`` distinct renderings are dropped.
+5. with ``per_family`` set, at most that many renderings per design family are kept for a
+   character (the family's plain face first, see :func:`memvir_pl.data.fonts.font_family`),
+   so that a family with many weights cannot dominate;
+6. classes left with fewer than ``min_fonts`` distinct renderings (distinct families with
+   ``per_family``) are dropped.
+
+``min_fonts`` counts faces, or design families when ``per_family`` is set (steps 1 and 6).
 
 Characters are split into disjoint train / val / test sets by the SHA-1 of the character, so
 a character's split never depends on the fonts or on the other characters.
@@ -37,7 +43,7 @@ import PIL
 from PIL import Image, ImageDraw, ImageFont, features
 
 from memvir_pl.data.charsets import is_renderable, parse_chars
-from memvir_pl.data.fonts import FontFace, font_charmap, resolve_fonts
+from memvir_pl.data.fonts import FontFace, font_charmap, font_family, is_regular_face, resolve_fonts
 
 log = logging.getLogger(__name__)
 
@@ -248,12 +254,32 @@ def _drop_identical(renders: dict[int, dict[int, bytes]]) -> tuple[int, int]:
     return cross_class, duplicates
 
 
+def _cap_per_family(
+    renders: dict[int, dict[int, bytes]], styles: Sequence[str], preference: Sequence[int],
+    per_family: int,
+) -> int:
+    """Keep, in place, at most ``per_family`` renderings of each character per style group
+    (faces in ``preference`` order). Returns the number of renderings dropped."""
+    rank = {font_id: r for r, font_id in enumerate(preference)}
+    dropped = 0
+    for by_font in renders.values():
+        kept: Counter[str] = Counter()
+        for font_id in sorted(by_font, key=rank.__getitem__):
+            if kept[styles[font_id]] >= per_family:
+                del by_font[font_id]
+                dropped += 1
+            else:
+                kept[styles[font_id]] += 1
+    return dropped
+
+
 def build_glyph_set(
     faces: Sequence[FontFace],
     chars: Sequence[int] | None = None,
     image_size: int = 32,
     min_fonts: int = 12,
     homoglyph_fraction: float = 0.5,
+    per_family: int | None = None,
 ) -> GlyphSet:
     """Render and clean a glyph set (see the module docstring for the cleaning steps).
 
@@ -261,16 +287,27 @@ def build_glyph_set(
         faces: font faces; their order decides which of two identical renderings is kept.
         chars: candidate code points; ``None`` = every renderable character in any face.
         image_size: side S of the square images, pixels.
-        min_fonts: faces a character must be covered by, and distinct renderings it must keep.
+        min_fonts: faces (design families with ``per_family``) a character must be covered
+            by, and distinct renderings in distinct faces (families) it must keep.
         homoglyph_fraction: share of common faces in which two characters must render
             identically to count as homoglyphs.
+        per_family: at most this many renderings of a character per design family;
+            ``None`` = every face counts on its own.
     """
+    if per_family is not None and per_family < 1:
+        raise ValueError(f"per_family must be >= 1 or None (every face on its own), got {per_family}")
     start = time.perf_counter()
     usable = _usable_faces(faces, image_size)
     charmaps = [charmap for _, charmap, _ in usable]
     if chars is None:
         chars = sorted(cp for cp in set().union(*charmaps) if is_renderable(cp))
-    coverage = Counter(cp for charmap in charmaps for cp in charmap)
+    # a style is a face, or a design family with per_family
+    styles = [face.name + f"@{i}" if per_family is None else font_family(face)
+              for i, (face, _, _) in enumerate(usable)]
+    style_charmaps: dict[str, set[int]] = defaultdict(set)
+    for style, charmap in zip(styles, charmaps, strict=True):
+        style_charmaps[style] |= charmap
+    coverage = Counter(cp for charmap in style_charmaps.values() for cp in charmap)
     selected = [cp for cp in chars if coverage[cp] >= min_fonts]
 
     renders = _render_all(usable, selected, image_size)
@@ -280,7 +317,12 @@ def build_glyph_set(
     homoglyphs = _homoglyph_losers(renders, homoglyph_fraction)
     homoglyph_images = sum(len(renders.pop(cp)) for cp in homoglyphs)
     cross_class, duplicates = _drop_identical(renders)
-    too_few = [cp for cp, by_font in renders.items() if len(by_font) < min_fonts]
+    family_capped = 0
+    if per_family is not None:
+        preference = sorted(range(len(usable)), key=lambda i: (not is_regular_face(usable[i][0]), i))
+        family_capped = _cap_per_family(renders, styles, preference, per_family)
+    too_few = [cp for cp, by_font in renders.items()
+               if len({styles[f] for f in by_font}) < min_fonts]
     too_few_images = sum(len(renders.pop(cp)) for cp in too_few)
 
     items = [(cp, f, px) for cp in sorted(renders) for f, px in sorted(renders[cp].items())]
@@ -288,6 +330,7 @@ def build_glyph_set(
     summary = {
         "fonts": len(usable),
         "fonts_skipped": len(faces) - len(usable),
+        "styles": len(style_charmaps),
         "candidates": len(selected),
         "rendered": rendered,
         "blank": blank,
@@ -295,6 +338,7 @@ def build_glyph_set(
         "homoglyph_images_dropped": homoglyph_images,
         "cross_class_identical_dropped": cross_class,
         "duplicate_instances_dropped": duplicates,
+        "family_capped_images_dropped": family_capped,
         "too_few_styles_chars_dropped": len(too_few),
         "too_few_styles_images_dropped": too_few_images,
         "classes": len(renders),
@@ -317,6 +361,7 @@ def glyph_cache_key(
     image_size: int,
     min_fonts: int,
     homoglyph_fraction: float,
+    per_family: int | None = None,
 ) -> str:
     """A hash of everything a glyph set depends on (fonts by file name and size, renderer)."""
     payload = {
@@ -328,6 +373,8 @@ def glyph_cache_key(
         "homoglyph_fraction": homoglyph_fraction,
         "renderer": (PIL.__version__, features.version("freetype2")),
     }
+    if per_family is not None:  # absent otherwise, so face-level sets keep their cache files
+        payload["per_family"] = per_family
     return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -365,13 +412,14 @@ def load_glyph_set(
     min_fonts: int = 12,
     homoglyph_fraction: float = 0.5,
     cache_dir: str | os.PathLike | None = None,
+    per_family: int | None = None,
 ) -> GlyphSet:
     """The glyph set for these options, from ``cache_dir`` when built before.
 
     Args:
         fonts: ``"matplotlib"``, font paths or globs (see :func:`resolve_fonts`).
         chars: character spec (see :func:`parse_chars`); ``None`` = all the fonts share.
-        image_size, min_fonts, homoglyph_fraction: see :func:`build_glyph_set`.
+        image_size, min_fonts, homoglyph_fraction, per_family: see :func:`build_glyph_set`.
         cache_dir: directory of ``glyphs-<key>.npz`` files; ``None`` = always build.
     """
     if image_size < 8:
@@ -380,14 +428,17 @@ def load_glyph_set(
     codepoints = parse_chars(chars)
     path = None
     if cache_dir is not None:
-        key = glyph_cache_key(faces, codepoints, image_size, min_fonts, homoglyph_fraction)
+        key = glyph_cache_key(faces, codepoints, image_size, min_fonts, homoglyph_fraction,
+                              per_family)
         path = Path(cache_dir) / f"glyphs-{key}.npz"
         if path.is_file():
             return _load(path)
-    glyphs = build_glyph_set(faces, codepoints, image_size, min_fonts, homoglyph_fraction)
+    glyphs = build_glyph_set(faces, codepoints, image_size, min_fonts, homoglyph_fraction,
+                             per_family)
     if glyphs.summary["classes"] == 0:
+        unit = "font renderings" if per_family is None else "font families"
         raise ValueError(
-            f"no character is covered by >= {min_fonts} distinct font renderings "
+            f"no character is covered by >= {min_fonts} distinct {unit} "
             f"({len(faces)} faces, chars={chars!r}); lower min_fonts or add fonts"
         )
     if path is not None:
