@@ -115,8 +115,8 @@ REGIMES = {
     ),
     # The paper's CUB-200-2011 and CARS196 train on 100 and 98 classes; glyphs (a) train on
     # ~700. A 6.5 % train share of the characters (~100 classes, ~11 steps per epoch) asks
-    # whether MemVir's extra classes help where real classes are few. MemVir's schedule is
-    # chosen on the validation characters (see quality_glyphs_cnn_few.md).
+    # whether MemVir's extra classes help where real classes are few (MemVir as in regime (i);
+    # its ablations here show how the result depends on N, M and U).
     "glyphs_cnn_few": Regime(
         "(i-b) small CNN from scratch, glyphs (a) with ~100 training characters, 32 px",
         ("data=glyphs", "model=small_cnn",

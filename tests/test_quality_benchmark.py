@@ -43,12 +43,40 @@ def test_grid_orders_main_runs_before_ablations_and_names_them_uniquely():
         f"norm_softmax-base-e{e}-s1", f"norm_softmax-memvir-e{e}-s1",
         f"norm_softmax-memvir-e{2 * e}-s0", f"norm_softmax-base-e{2 * e}-s0",
         f"norm_softmax-memvir-e{2 * e}-s1", f"norm_softmax-base-e{2 * e}-s1",
-        f"norm_softmax-memvir-N1-e{e}-s0",
+        f"norm_softmax-memvir-N1-e{e}-s0", f"norm_softmax-memvir-N1-e{e}-s1",
     ]
     assert "memvir.num_steps=1" in specs[-1].overrides(regime)
     assert "memvir=none" in specs[0].overrides(regime)
     with pytest.raises(ValueError, match="unknown ablation"):
         quality.grid(regime, ["norm_softmax"], [0], ["N99"], ["equal"])
+    # a training-setting ablation runs in both arms; regime MemVir overrides reach MemVir only
+    both = quality.grid(quality.REGIMES["glyphs_cjk_cnn"], ["norm_softmax"], [0], ["const"], ["equal"])
+    assert [s.name for s in both[2:]] == ["norm_softmax-memvir-const-e4-s0", "norm_softmax-base-const-e4-s0"]
+    assert "module.lr_schedule=constant" in both[-1].overrides(quality.REGIMES["glyphs_cjk_cnn"])
+    assert "memvir.warmup_epochs=1" in both[1].overrides(quality.REGIMES["glyphs_cjk_cnn"])
+    assert "memvir.warmup_epochs=1" not in both[0].overrides(quality.REGIMES["glyphs_cjk_cnn"])
+
+
+def _record(memvir, ablation, seed, r1, epochs=8):
+    return {"loss": "norm_softmax", "memvir": memvir, "ablation": ablation, "epochs": epochs,
+            "seed": seed, "test": {"test/recall@1": r1 / 100, "test/map@r": r1 / 200}}
+
+
+def test_ablation_rows_compare_with_default_memvir_and_the_matching_baseline():
+    records = [_record(False, "", s, 90 + s) for s in (0, 1)]
+    records += [_record(True, "", s, 86 + s) for s in (0, 1)]
+    records += [_record(True, "N1", s, 88 + 2 * s) for s in (0, 1)]
+    records += [_record(True, "const", 0, 85), _record(False, "const", 0, 89)]
+    rows = quality.ablation_rows(quality.group(records))[2:]
+    n1 = next(r for r in rows if " N1 " in r)
+    # N1 mean 89 (std 1.41); default MemVir 86.5, baseline 90.5 (std 0.71 each)
+    se = math.sqrt(2 / 2 + 0.5 / 2)
+    assert f"| 89.00 ± 1.41 |" in n1
+    assert f"| +2.50 ± {se:.2f} | -1.50 ± {se:.2f} |" in n1
+    const = next(r for r in rows if " const " in r)
+    # one seed: the baseline with the same (constant-lr) setting, not the default baseline
+    assert const.endswith("| -1.00 | -4.00 |")
+    assert not any("baseline const" in r for r in rows)
 
 
 @pytest.mark.slow
@@ -79,7 +107,7 @@ def test_tiny_benchmark_reports_the_runs_metrics(tmp_path, monkeypatch):
         cells = [c.strip() for c in row.group(1).split("|")]
         expected = [f"{100 * runs[name][f'test/{m}']:.2f}" for m in quality.METRICS]
         assert cells[: len(quality.METRICS)] == expected
-    delta = re.search(r"^\| NormSoftmax \| equal epochs \(E=1 vs 1\) \| 1/1 \| ([^|]+)\|", text, re.M)
+    delta = re.search(r"^\| NormSoftmax \| equal epochs \(E=1\) \| 1/1 \| ([^|]+)\|", text, re.M)
     base, mem = runs["norm_softmax-base-e1-s0"], runs["norm_softmax-memvir-e1-s0"]
     expected_delta = 100 * mem["test/recall@1"] - 100 * base["test/recall@1"]
     assert delta and delta.group(1).strip() == f"{expected_delta:+.2f}"
