@@ -71,7 +71,7 @@ def test_ablation_rows_compare_with_default_memvir_and_the_matching_baseline():
     n1 = next(r for r in rows if " N1 " in r)
     # N1 mean 89 (std 1.41); default MemVir 86.5, baseline 90.5 (std 0.71 each)
     se = math.sqrt(2 / 2 + 0.5 / 2)
-    assert f"| 89.00 ± 1.41 |" in n1
+    assert "| 89.00 ± 1.41 |" in n1
     assert f"| +2.50 ± {se:.2f} | -1.50 ± {se:.2f} |" in n1
     const = next(r for r in rows if " const " in r)
     # one seed: the baseline with the same (constant-lr) setting, not the default baseline
