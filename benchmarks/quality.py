@@ -305,25 +305,47 @@ def _verdict(d: float, se: float) -> str:
     return "no"
 
 
-def comparison_rows(groups: dict[tuple, list[dict]]) -> list[str]:
-    """MemVir − baseline per loss at every epoch budget E run: equal epochs (E vs E), MemVir
-    trained twice as long (2E vs E) and its budget-matched control (2E vs 2E); test points,
-    mean ± Welch SE over seeds."""
-    head = "| loss | comparison | seeds (MemVir/base) | " + " | ".join(
-        f"Δ {m}" for m in METRICS) + " | abs(Δ R@1) > 2 SE? |"
-    lines = [head, "|" + "---|" * (4 + len(METRICS))]
+def comparisons(groups: dict[tuple, list[dict]]) -> list[tuple[str, str, list[dict], list[dict]]]:
+    """(loss, label, MemVir runs, baseline runs) per loss at every epoch budget E run: equal
+    epochs (E vs E) and MemVir trained twice as long (2E vs E). The budget-matched control
+    (both at 2E) is the equal-epoch row of 2E."""
+    pairs_found = []
     for loss in sorted({k[0] for k in groups}):
         budgets = sorted({k[3] for k in groups if k[0] == loss and not k[2]})
         pairs = [(f"equal epochs (E={e})", e, e) for e in budgets]
         pairs += [(f"MemVir 2x longer (E={2 * e} vs {e})", 2 * e, e) for e in budgets]
         for label, e_mem, e_base in pairs:
             mem, base = groups.get((loss, True, "", e_mem)), groups.get((loss, False, "", e_base))
-            if not mem or not base:
-                continue
-            cells = [difference(test_values(mem, m), test_values(base, m)) for m in METRICS]
-            lines.append(f"| {LOSSES.get(loss, loss)} | {label} | {len(mem)}/{len(base)} | "
-                         + " | ".join(fmt(*c, signed=True) for c in cells) + f" | {_verdict(*cells[0])} |")
+            if mem and base:
+                pairs_found.append((loss, label, mem, base))
+    return pairs_found
+
+
+def comparison_rows(groups: dict[tuple, list[dict]]) -> list[str]:
+    """The :func:`comparisons` as table rows: test Δ per metric, mean ± Welch SE over seeds."""
+    head = "| loss | comparison | seeds (MemVir/base) | " + " | ".join(
+        f"Δ {m}" for m in METRICS) + " | abs(Δ R@1) > 2 SE? |"
+    lines = [head, "|" + "---|" * (4 + len(METRICS))]
+    for loss, label, mem, base in comparisons(groups):
+        cells = [difference(test_values(mem, m), test_values(base, m)) for m in METRICS]
+        lines.append(f"| {LOSSES.get(loss, loss)} | {label} | {len(mem)}/{len(base)} | "
+                     + " | ".join(fmt(*c, signed=True) for c in cells) + f" | {_verdict(*cells[0])} |")
     return lines
+
+
+def ablations_vs_baseline(groups: dict[tuple, list[dict]]) -> list[tuple[str, str, list[dict], list[dict], list[dict]]]:
+    """(loss, ablation, its runs, default-MemVir runs, baseline runs) for every MemVir ablation;
+    the references are restricted to the ablation's seeds and epochs, and the baseline ran with
+    the same setting when the ablation is in :data:`BOTH_ARMS`."""
+    found = []
+    for (loss, memvir_arm, ablation, e), rs in sorted(groups.items()):
+        if not ablation or not memvir_arm:
+            continue
+        seeds = {r["seed"] for r in rs}
+        refs = [[x for x in groups.get((loss, memvir, ref_ablation, e), []) if x["seed"] in seeds]
+                for memvir, ref_ablation in ((True, ""), (False, ablation if ablation in BOTH_ARMS else ""))]
+        found.append((loss, ablation, rs, *refs))
+    return found
 
 
 def ablation_rows(groups: dict[tuple, list[dict]]) -> list[str]:
@@ -332,22 +354,58 @@ def ablation_rows(groups: dict[tuple, list[dict]]) -> list[str]:
     head = ("| setting | overrides | seeds | test R@1 | test MAP@R | Δ R@1 vs default MemVir "
             "| Δ R@1 vs baseline |")
     lines = [head, "|---|---|---|---|---|---|---|"]
-    for (loss, memvir_arm, ablation, e), rs in sorted(groups.items()):
-        if not ablation or not memvir_arm:
-            continue
-        seeds = {r["seed"] for r in rs}
+    for loss, ablation, rs, mem, base in ablations_vs_baseline(groups):
         r1 = test_values(rs, "recall@1")
-        cells = []
-        # the reference baseline ran with the same setting when the ablation changes both arms
-        for memvir, ref_ablation in ((True, ""), (False, ablation if ablation in BOTH_ARMS else "")):
-            ref = [x for x in groups.get((loss, memvir, ref_ablation, e), []) if x["seed"] in seeds]
-            cells.append(fmt(*difference(r1, test_values(ref, "recall@1")), signed=True)
-                         if ref else "–")
-        lines.append(f"| {LOSSES.get(loss, loss)} MemVir {ablation} (E={e}) | "
+        cells = [fmt(*difference(r1, test_values(ref, "recall@1")), signed=True) if ref else "–"
+                 for ref in (mem, base)]
+        lines.append(f"| {LOSSES.get(loss, loss)} MemVir {ablation} (E={rs[0]['epochs']}) | "
                      f"`{' '.join(ABLATIONS.get(ablation, []))}` | "
-                     f"{','.join(str(s) for s in sorted(seeds))} | {fmt(*mean_std(r1))} | "
-                     f"{fmt(*mean_std(test_values(rs, 'map@r')))} | {cells[0]} | {cells[1]} |")
+                     f"{','.join(str(r['seed']) for r in sorted(rs, key=lambda r: r['seed']))} | "
+                     f"{fmt(*mean_std(r1))} | {fmt(*mean_std(test_values(rs, 'map@r')))} | "
+                     f"{cells[0]} | {cells[1]} |")
     return lines
+
+
+def summary_plot(regime_names: Sequence[str], runs_dir: Path, path: Path) -> Path:
+    """One figure of MemVir − baseline test Recall@1 (± 2 Welch SE where there are ≥ 2 seeds
+    a side) for every comparison and ablation of the given regimes: what the effect depends on."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bars: list[tuple[str, float, float]] = []
+    for name in regime_names:
+        records = load_records(runs_dir / name)
+        if not records:
+            continue
+        groups = group(records)
+        short = name.replace("glyphs_", "")
+        for loss, label, mem, base in comparisons(groups):
+            d, se = difference(test_values(mem, "recall@1"), test_values(base, "recall@1"))
+            bars.append((f"{short}: {LOSSES.get(loss, loss)} {label} n={len(mem)}/{len(base)}", d, se))
+        for loss, ablation, rs, _, base in ablations_vs_baseline(groups):
+            if base:
+                d, se = difference(test_values(rs, "recall@1"), test_values(base, "recall@1"))
+                vs = f" vs baseline {ablation}" if ablation in BOTH_ARMS else ""
+                bars.append((f"{short}: {LOSSES.get(loss, loss)} MemVir {ablation} (E={rs[0]['epochs']})"
+                             f"{vs} n={len(rs)}/{len(base)}", d, se))
+    if not bars:
+        raise FileNotFoundError(f"no cached runs under {runs_dir} for {list(regime_names)}")
+    fig, ax = plt.subplots(figsize=(10, 0.32 * len(bars) + 1.2))
+    ys = range(len(bars))[::-1]
+    for y, (_, d, se) in zip(ys, bars, strict=True):
+        ax.barh(y, d, color="tab:green" if d > 0 else "tab:red", alpha=0.7)
+        if not math.isnan(se):
+            ax.errorbar(d, y, xerr=2 * se, color="black", capsize=3)
+    ax.set_yticks(list(ys), [label for label, _, _ in bars], fontsize=7)
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_xlabel("MemVir − baseline, test Recall@1 (points; bars ± 2 SE over seeds)")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def _curve(ax, records: Sequence[dict], label: str, dashed: bool) -> None:
@@ -507,6 +565,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data-report", metavar="DATA", default=None,
                    help="only build/load conf/data/DATA.yaml's glyph set and write its report")
     p.add_argument("--tiny", action="store_true", help="smoke test: regime tiny, 1 seed, NormSoftmax")
+    p.add_argument("--summary", nargs="+", metavar="REGIME", default=None,
+                   help="only draw quality_summary.png: Δ R@1 of every comparison and ablation of these regimes")
     return p.parse_args(argv)
 
 
@@ -522,6 +582,10 @@ def main(argv: Sequence[str] | None = None) -> Path:
     out_dir = args.out or RESULTS
     cache_dir = out_dir / "runs" / args.regime
     work_dir = (args.work_dir or out_dir.parent / "quality_work") / args.regime
+    if args.summary:
+        path = summary_plot(args.summary, out_dir / "runs", out_dir / "quality_summary.png")
+        print(path)
+        return path
     if args.data_report:
         path = data_report(args.data_report, out_dir, work_dir.parent / ".cache", command)
         print(path.read_text())

@@ -115,3 +115,19 @@ def test_tiny_benchmark_reports_the_runs_metrics(tmp_path, monkeypatch):
     # finished runs are cached: a second call trains nothing
     monkeypatch.setattr(quality, "run_one", lambda *a, **k: pytest.fail("a cached run was retrained"))
     assert quality.main(["--tiny", "--out", str(out), "--work-dir", str(work)]).read_text() == text
+
+
+def test_summary_plot_draws_every_comparison_and_ablation(tmp_path):
+    records = [_record(False, "", s, 90 + s) for s in (0, 1)] + [_record(True, "", s, 86 + s) for s in (0, 1)]
+    records += [_record(True, "N1", 0, 88), _record(True, "", 0, 91, epochs=16)]
+    runs = tmp_path / "runs" / "glyphs_cnn"
+    runs.mkdir(parents=True)
+    for i, r in enumerate(records):
+        (runs / f"{i}.json").write_text(json.dumps(r))
+    groups = quality.group(quality.load_records(runs))
+    assert [label for _, label, _, _ in quality.comparisons(groups)] == [
+        "equal epochs (E=8)", "MemVir 2x longer (E=16 vs 8)"]
+    path = quality.summary_plot(["glyphs_cnn", "glyphs_cjk_cnn"], tmp_path / "runs", tmp_path / "s.png")
+    assert path.stat().st_size > 1000
+    with pytest.raises(FileNotFoundError, match="no cached runs"):
+        quality.summary_plot(["glyphs_cjk_cnn"], tmp_path / "runs", tmp_path / "t.png")
