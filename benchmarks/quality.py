@@ -35,6 +35,7 @@ import shutil
 import statistics
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -201,8 +202,10 @@ def val_curve(run_dir: Path) -> list[dict[str, float]]:
     return rows
 
 
-def run_one(spec: RunSpec, regime: Regime, work_dir: Path, cache_dir: Path) -> dict[str, Any]:
-    """Train and test one run (in this process); returns and caches its result record."""
+def run_one(spec: RunSpec, regime: Regime, work_dir: Path, cache_dir: Path,
+            command: str = "") -> dict[str, Any]:
+    """Train and test one run (in this process); returns and caches its result record, which
+    keeps the ``command`` that started it."""
     from memvir_pl.config import compose_config
     from memvir_pl.train import train
 
@@ -217,7 +220,7 @@ def run_one(spec: RunSpec, regime: Regime, work_dir: Path, cache_dir: Path) -> d
         "seed": spec.seed, "ablation": spec.ablation, "overrides": spec.overrides(regime),
         "seconds": round(time.perf_counter() - start, 1), "best": metrics["best"],
         "test": metrics["test"], "test_checkpoint": metrics.get("test_checkpoint"),
-        "val_curve": val_curve(run_dir), "run_dir": str(run_dir),
+        "val_curve": val_curve(run_dir), "run_dir": str(run_dir), "command": command,
     }
     cache_dir.mkdir(parents=True, exist_ok=True)
     (cache_dir / f"{spec.name}.json").write_text(json.dumps(record, indent=1))
@@ -465,7 +468,11 @@ def write_report(regime_name: str, regime: Regime, cache_dir: Path, out_dir: Pat
     lines = [
         f"# Retrieval quality, regime {regime.description}",
         "",
-        f"Command: `{command}`",
+        f"This report: `{command}`. The runs (each command started twice, as two workers sharing"
+        " the grid, at low priority with `OMP_NUM_THREADS=1 nice`):",
+        "",
+        *(f"- `{c}`: {n} runs" for c, n in sorted(Counter(
+            r.get("command") or "(command not recorded)" for r in records).items())),
         "",
         f"Overrides of every run: `{' '.join([*regime.overrides, *COMMON])}`; MemVir = `memvir=default`"
         " (N=5, M=50, U=2, exact, float32)"
@@ -603,7 +610,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
                 continue
             print(f"[quality] {args.regime}/{spec.name}", flush=True)
             try:
-                run_one(spec, regime, work_dir, cache_dir)
+                run_one(spec, regime, work_dir, cache_dir, command)
             finally:
                 lock.unlink(missing_ok=True)
     table = write_report(args.regime, regime, cache_dir, out_dir, command)

@@ -99,7 +99,8 @@ def test_tiny_benchmark_reports_the_runs_metrics(tmp_path, monkeypatch):
         runs[name] = metrics["test"]
 
     text = table.read_text()
-    assert "python benchmarks/quality.py --tiny" in text
+    assert "This report: `python benchmarks/quality.py --tiny" in text
+    assert f"- `python benchmarks/quality.py --tiny --out {out} --work-dir {work}`: 2 runs" in text
     assert (out / "quality_tiny_val_recall.png").stat().st_size > 1000
     for name, method in (("norm_softmax-base-e1-s0", "baseline"), ("norm_softmax-memvir-e1-s0", "MemVir")):
         row = re.search(rf"^\| NormSoftmax \| {method} \| 1 \| 1 \| 1 \| (.*)$", text, re.M)
