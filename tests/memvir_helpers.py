@@ -68,3 +68,12 @@ def quiet_trainer(**kwargs) -> pl.Trainer:
                     enable_progress_bar=False, enable_model_summary=False, deterministic=True)
     defaults.update(kwargs)
     return pl.Trainer(**defaults)
+
+
+def load_pml_proxies(loss_fn: nn.Module, weight: str, proxies: Tensor, class_first: bool) -> Tensor:
+    """Copy ``proxies`` (C, D) into a PML loss's own weight (stored as (C, D) when
+    ``class_first``, else (D, C)) for a reference computation; returns that parameter."""
+    param = getattr(loss_fn, weight)
+    with torch.no_grad():
+        param.copy_(proxies if class_first else proxies.t())
+    return param

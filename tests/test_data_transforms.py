@@ -65,20 +65,18 @@ def _blob_images() -> torch.Tensor:
     return torch.from_numpy(images)
 
 
+def _geometry_free_transform(stroke: float) -> GlyphTransform:
+    """A training transform with no rotation, shear, scaling or shift, and a fixed stroke change."""
+    return GlyphTransform(train=True, image_size=16, rotate_deg=0, shear_deg=0, scale=(1, 1),
+                          translate=0, stroke=(stroke, stroke))
+
+
 @pytest.mark.parametrize(
     ("stroke", "scipy_filter"), [(1.0, ndimage.maximum_filter), (-1.0, ndimage.minimum_filter)]
 )
 def test_glyph_stroke_change_is_a_max_or_min_filter(stroke, scipy_filter):
     images = _blob_images()
-    still = GlyphTransform(
-        train=True,
-        image_size=16,
-        rotate_deg=0,
-        shear_deg=0,
-        scale=(1, 1),
-        translate=0,
-        stroke=(stroke, stroke),
-    )
+    still = _geometry_free_transform(stroke)
     out = (still(images)[:, 0] + 1.0) / 2.0 * 255.0
     reference = np.stack([scipy_filter(im, size=3, mode="nearest") for im in images.numpy()])
     torch.testing.assert_close(out, torch.from_numpy(reference).float(), atol=1e-3, rtol=0)
@@ -86,15 +84,7 @@ def test_glyph_stroke_change_is_a_max_or_min_filter(stroke, scipy_filter):
 
 def test_glyph_identity_affine_keeps_pixels_and_random_one_is_seeded():
     images = _blob_images()
-    identity = GlyphTransform(
-        train=True,
-        image_size=16,
-        rotate_deg=0,
-        shear_deg=0,
-        scale=(1, 1),
-        translate=0,
-        stroke=(0, 0),
-    )
+    identity = _geometry_free_transform(0.0)
     torch.testing.assert_close(identity(images), GlyphTransform(train=False, image_size=16)(images))
     augment = GlyphTransform(train=True, image_size=16)
     a = augment(images, torch.Generator().manual_seed(3))

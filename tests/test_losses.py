@@ -23,6 +23,7 @@ from memvir_pl.losses import (
     ProxyNCA,
     Softmax,
 )
+from tests.memvir_helpers import load_pml_proxies
 
 C, D, B, BLOCKS = 5, 8, 12, 3
 TOL = {"atol": 1e-5, "rtol": 1e-5}
@@ -39,9 +40,7 @@ def _pml_reference(
 
     def reference(embeddings, labels, proxies, num_classes):
         loss_fn = make(num_classes)
-        param = getattr(loss_fn, weight)
-        with torch.no_grad():
-            param.copy_(proxies if class_first else proxies.t())
+        param = load_pml_proxies(loss_fn, weight, proxies, class_first)
         x = embeddings.clone().requires_grad_()
         loss = loss_fn(x, labels)
         grad_x, grad_w = torch.autograd.grad(loss, (x, param))

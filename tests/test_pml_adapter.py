@@ -9,6 +9,7 @@ import torch
 from pytorch_metric_learning import losses as pml
 
 from memvir_pl.losses import SUPPORTED_PML_LOSSES, PMLAdapter, pml_loss
+from tests.memvir_helpers import load_pml_proxies
 
 C, D, B, BLOCKS = 4, 8, 10, 3
 TOL = {"atol": 1e-5, "rtol": 1e-5}
@@ -103,9 +104,7 @@ def test_virtual_classes_equal_pml_built_with_the_widened_weights(name):
         adapter, x, labels, adapter.class_proxies().detach()
     )
     direct = _make(name, num_classes=wide_classes)
-    direct_param = getattr(direct, weight_name)
-    with torch.no_grad():
-        direct_param.copy_(wide_proxies if class_first else wide_proxies.t())
+    direct_param = load_pml_proxies(direct, weight_name, wide_proxies, class_first)
     wide_leaf = wide_x.clone().requires_grad_()
     expected = direct(wide_leaf, wide_labels)
     expected_grad_x, expected_grad_param = torch.autograd.grad(expected, (wide_leaf, direct_param))
