@@ -98,6 +98,21 @@ def test_resume_from_last_ckpt_continues_epoch_optimiser_and_memory(trained_run,
     assert adam_steps(before) == 3 and adam_steps(after) == 6
 
 
+def test_last_ckpt_is_the_last_epoch_even_when_the_best_is_earlier(tmp_path):
+    # mode=min on val/recall@1: the first epoch stays "best" while training goes on
+    cfg = compose_config([*TINY_GLYPHS, "trainer.max_epochs=3", "memvir.warmup_epochs=0", "memvir.step_gap=0",
+                          "callbacks.model_checkpoint.mode=min", *QUIET],
+                         tmp_path)
+    metrics = train(cfg)
+    checkpoints = tmp_path / "checkpoints"
+    best = torch.load(metrics["test_checkpoint"], weights_only=True)
+    last = torch.load(checkpoints / "last.ckpt", weights_only=True)
+    assert last["epoch"] == 2 and last["global_step"] == 9
+    assert best["epoch"] < last["epoch"]  # the test ran on the monitored best, not on last.ckpt
+    assert Path(metrics["test_checkpoint"]).parent == checkpoints
+    assert sorted(p.name for p in checkpoints.iterdir()) == [Path(metrics["test_checkpoint"]).name, "last.ckpt"]
+
+
 @pytest.mark.slow
 def test_multirun_of_two_jobs(tmp_path):
     result = run_module("memvir_pl.train", ["-m", "memvir.num_steps=1,2", *TINY_GLYPHS, "test=false",

@@ -42,6 +42,15 @@ def build_run(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModu
     return datamodule, module
 
 
+def best_checkpoint(trainer: pl.Trainer) -> str:
+    """The best checkpoint of the first ModelCheckpoint that monitors a metric ("" if none):
+    the one the test runs on (``last.ckpt``'s callback monitors nothing)."""
+    for callback in trainer.checkpoint_callbacks:
+        if getattr(callback, "monitor", None) and callback.best_model_path:
+            return callback.best_model_path
+    return ""
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train (and test) one config; returns the metrics written to ``metrics.json``."""
     pl.seed_everything(cfg.seed, workers=True)
@@ -60,7 +69,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     metrics: dict[str, Any] = {"final": history.last(), "best": history.best(cfg.optimized_metric)}
     if cfg.get("test"):
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        best = best_checkpoint(trainer)
         tested = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
         metrics["test"] = {k: float(v) for k, v in (tested[0] if tested else {}).items()}
         metrics["test_checkpoint"] = best or "final weights"
