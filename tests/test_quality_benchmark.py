@@ -132,3 +132,36 @@ def test_summary_plot_draws_every_comparison_and_ablation(tmp_path):
     assert path.stat().st_size > 1000
     with pytest.raises(FileNotFoundError, match="no cached runs"):
         quality.summary_plot(["glyphs_cjk_cnn"], tmp_path / "runs", tmp_path / "t.png")
+
+
+def _load_benchmark(name):
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_memvir_drift_measures_stale_proxies_against_current_ones():
+    import torch
+
+    from memvir_pl.memory import VirtualClassMemory
+
+    drift = _load_benchmark("memvir_drift")
+    current = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])  # nearest others: cos 0.6, 0.8, 0.8
+    memory = VirtualClassMemory(num_steps=2, step_gap=0)
+    angle = torch.tensor(0.5)
+    rotation = torch.stack([torch.stack([angle.cos(), -angle.sin()]), torch.stack([angle.sin(), angle.cos()])])
+    # pushed oldest first: proxies rotated by 2θ, then by θ (the newest is one step old)
+    for turns in (2, 1):
+        proxies = current @ torch.linalg.matrix_power(rotation, turns).T
+        embeddings = current[[0, 1]]  # rows of classes 0 and 1, each exactly on its own current proxy
+        memory.push(embeddings, torch.tensor([0, 1]), proxies, normalize=True)
+    checkpoint = {"epoch": 3, "global_step": 7, "state_dict": {"loss.proxies": current},
+                  "callbacks": {"MemVirCallback": {"memory": memory.state_dict()}}}
+    stats = drift.drift(checkpoint)
+    assert stats["blocks"] == 2 and stats["classes"] == 3
+    assert stats["own_copy_cos"] == pytest.approx([math.cos(0.5), math.cos(1.0)], abs=1e-6)
+    assert stats["nearest_other_cos"] == pytest.approx((0.6 + 0.8 + 0.8) / 3, abs=1e-6)
+    assert stats["stale_rows_nearest_own"] == 1.0
+    with pytest.raises(ValueError, match="no MemVirCallback state"):
+        drift.drift({"callbacks": {}, "state_dict": {"loss.proxies": current}})
