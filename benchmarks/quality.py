@@ -94,7 +94,7 @@ REGIMES = {
         ("data=glyphs", "model=small_cnn"),
         epochs=8,
     ),
-    # ~416 steps per epoch (53k training images): warm-up 1 epoch keeps MemVir on for the same
+    # ~435 steps per epoch (53k training images): warm-up 1 epoch keeps MemVir on for the same
     # share of training (3/4) as U=2 of E=8 in regime (i).
     "glyphs_cjk_cnn": Regime(
         "(ii) small CNN from scratch, glyphs (b): Debian CJK fonts, 32 px",
