@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from memvir_pl.checkpoint import load_checkpoint
 from memvir_pl.memory import VirtualClassMemory
 
 
@@ -90,7 +91,7 @@ def report(paths: Sequence[Path], command: str) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for path in paths:
-        stats = drift(torch.load(path, map_location="cpu", weights_only=False))
+        stats = drift(load_checkpoint(path))
         cosines = " / ".join(f"{c:.4f}" for c in stats["own_copy_cos"]) or "– (memory empty)"
         lines.append(f"| {path.parent.parent.name} | {path.name} | {stats['epoch']} | {stats['step']} | "
                      f"{stats['blocks']} | {cosines} | {stats['nearest_other_cos']:.4f} | "

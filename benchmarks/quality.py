@@ -7,7 +7,8 @@ checkpoint as mean ± std over seeds plus the MemVir − baseline difference wit
 standard error (Welch: sqrt(s_a²/n_a + s_b²/n_b)). Budgets: ``E`` epochs for both (equal
 epochs), MemVir at ``2E`` against the baseline at ``E`` (MemVir trained longer, as the
 paper does) and the budget-matched control (baseline at ``2E``). Ablations vary one MemVir
-setting of the equal-epoch NormSoftmax run.
+setting of the equal-epoch NormSoftmax run; those in ``BOTH_ARMS`` (the lr schedule) change
+the baseline too. ``--summary`` draws every regime's differences in one figure.
 
 Each finished run leaves ``<cache>/<regime>/<run>.json`` (test/best metrics and the
 per-epoch validation curve from the run's ``csv/metrics.csv``); runs whose JSON exists
@@ -527,9 +528,9 @@ def data_report(data: str, out_dir: Path, cache_dir: Path, command: str) -> Path
         per_class.setdefault(cp, set()).add(families[font_id])
         images_of[families[font_id]] += 1
     fractions = dict(options.fractions)
-    split_images = {s: int(sum(split_of(int(cp), fractions) == s for cp in glyphs.codepoints.tolist()))
-                    for s in ("train", "val", "test")}
-    split_classes = {s: sum(split_of(cp, fractions) == s for cp in per_class) for s in split_images}
+    split = {cp: split_of(cp, fractions) for cp in per_class}
+    split_classes = Counter(split.values())
+    split_images = Counter(split[cp] for cp in glyphs.codepoints.tolist())
     family_counts = sorted(len(f) for f in per_class.values())
     unit = "faces" if options.per_family is None else f"design families, <= {options.per_family} per family"
     lines = [
@@ -542,7 +543,7 @@ def data_report(data: str, out_dir: Path, cache_dir: Path, command: str) -> Path
         f"- families per class: min {family_counts[0]}, median {family_counts[len(family_counts) // 2]}, "
         f"max {family_counts[-1]}",
         "- classes / images per split: " + ", ".join(
-            f"{s} {split_classes[s]} / {split_images[s]}" for s in split_images),
+            f"{s} {split_classes[s]} / {split_images[s]}" for s in ("train", "val", "test")),
         f"- load/build time here: {seconds:.0f} s (builder summary: {glyphs.summary})",
         "", "| family | faces | images |", "|---|---|---|",
         *(f"| {fam} | {families.count(fam)} | {images_of[fam]} |" for fam in sorted(set(families))
