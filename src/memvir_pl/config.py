@@ -11,15 +11,19 @@ from omegaconf import DictConfig
 
 
 def _config_dir() -> Path:
-    """``$MEMVIR_CONFIG_DIR``, else the repository's ``conf/`` (src layout), else the packaged copy."""
-    candidates = [os.environ.get("MEMVIR_CONFIG_DIR"), Path(__file__).resolve().parents[2] / "conf",
-                  Path(__file__).resolve().parent / "conf"]
+    """Where the Hydra configs are: ``$MEMVIR_CONFIG_DIR``, else the source tree's ``conf/``
+    (an editable install or a checkout on ``PYTHONPATH``), else the copy a built wheel carries
+    in ``memvir_pl/conf`` (see setup.py)."""
+    package = Path(__file__).resolve().parent
+    source_tree = package.parents[1] / "conf" if package.parent.name == "src" else None
+    candidates = [os.environ.get("MEMVIR_CONFIG_DIR"), source_tree, package / "conf"]
     for candidate in candidates:
         if candidate and (Path(candidate) / "train.yaml").is_file():
             return Path(candidate).resolve()
     raise FileNotFoundError(
         "memvir_pl: no Hydra config directory with train.yaml found (looked in "
-        f"{[str(c) for c in candidates if c]}); set MEMVIR_CONFIG_DIR to the repository's conf/ folder."
+        f"{[str(c) for c in candidates if c]}); reinstall the package (`pip install memvir-pl` ships "
+        "its configs) or set MEMVIR_CONFIG_DIR to a copy of the repository's conf/ folder."
     )
 
 
