@@ -19,8 +19,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from memvir_pl.config import CONFIG_DIR, instantiate_callbacks, instantiate_loggers, resolve_path
+from memvir_pl.config_types import check_config_types
 from memvir_pl.losses.base import VirtualClassLoss
 from memvir_pl.report import print_metrics_table, run_rows
+from memvir_pl.reproducibility import configure_cpu
 
 
 def build_run(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule]:
@@ -53,6 +55,8 @@ def best_checkpoint(trainer: pl.Trainer) -> str:
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train (and test) one config; returns the metrics written to ``metrics.json``."""
+    check_config_types(cfg)
+    configure_cpu(cfg.get("threads"), cfg.get("cpu_isa"))
     pl.seed_everything(cfg.seed, workers=True)
     datamodule, module = build_run(cfg)
     callbacks = instantiate_callbacks(cfg.get("callbacks"))

@@ -1,0 +1,144 @@
+"""Checking a composed config's values against the type hints of the objects they build.
+
+Hydra passes ``memvir.step_gap=abc`` through as the string ``'abc'``; without a check the
+constructor fails later with ``invalid literal for int()``, naming neither the key nor the fix.
+:func:`check_config_types` reads the ``__init__`` hints of each group's ``_target_`` and says
+which key is wrong, what it expects and how to write it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, ListConfig
+
+CHECKED_GROUPS = ("data", "model", "loss", "module", "memvir")
+
+
+class ConfigTypeError(ValueError):
+    """A config value of the wrong type for the argument it is passed to."""
+
+
+def check_config_types(cfg: DictConfig, groups: Sequence[str] = CHECKED_GROUPS) -> None:
+    """Raise :class:`ConfigTypeError` for the first value of ``cfg[group]`` that does not fit
+    the type hint of the argument it is passed to (groups without ``_target_`` are skipped)."""
+    for group in groups:
+        node = cfg.get(group)
+        if isinstance(node, DictConfig) and "_target_" in node:
+            check_node_types(node, group)
+
+
+def check_node_types(node: DictConfig, path: str) -> None:
+    """Check one object config (``_target_`` + arguments); ``path`` names it in errors."""
+    target = hydra.utils.get_object(node._target_)
+    hints = argument_hints(target)
+    defaults = argument_defaults(target)
+    for key in node:
+        if str(key).startswith("_") or key not in hints:
+            continue
+        value = node[key]
+        if not fits(value, hints[key]):
+            example = defaults.get(key, inspect.Parameter.empty)
+            fix = f"e.g. {path}.{key}={_as_override(example)}" if example is not inspect.Parameter.empty else (
+                f"write {path}.{key}=<{describe(hints[key])}>")
+            raise ConfigTypeError(
+                f"{path}.{key}={_as_override(value)} is not valid: {_name(target)} expects {describe(hints[key])} "
+                f"for '{key}', got {_kind(value)}. Fix the override or config file ({fix})."
+            )
+
+
+def argument_hints(target: Any) -> dict[str, Any]:
+    """The resolved type hints of a class's ``__init__`` or a function's arguments ({} if unknown)."""
+    function = target.__init__ if inspect.isclass(target) else target
+    try:
+        hints = typing.get_type_hints(function)
+    except Exception:  # hints naming objects imported only for type checking: no check
+        return {}
+    hints.pop("return", None)
+    return hints
+
+
+def argument_defaults(target: Any) -> dict[str, Any]:
+    function = target.__init__ if inspect.isclass(target) else target
+    try:
+        parameters = inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {name: p.default for name, p in parameters.items()}
+
+
+def fits(value: Any, hint: Any) -> bool:
+    """Whether a config value can be passed for an argument hinted ``hint``.
+
+    Checked: int (not bool), float (ints too), bool, str, None, unions, Literal and sequences
+    of those; any other hint (a tensor type, a module, ``Any``) is accepted unchecked.
+    """
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(fits(value, arg) for arg in typing.get_args(hint))
+    if origin is typing.Literal:
+        return value in typing.get_args(hint)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin in (tuple, list, Sequence) and typing.get_args(hint):
+        if not isinstance(value, (ListConfig, list, tuple)):
+            return False
+        args = [a for a in typing.get_args(hint) if a is not Ellipsis]
+        return all(fits(item, args[0]) for item in value) if len(args) == 1 or origin is not tuple else (
+            len(value) == len(args) and all(fits(item, arg) for item, arg in zip(value, args)))
+    if origin in (dict, Mapping):
+        return isinstance(value, (DictConfig, dict))
+    return True
+
+
+def describe(hint: Any) -> str:
+    """A type hint in words: 'an integer', 'a number or null', 'a list of integers' ..."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(describe(arg) for arg in typing.get_args(hint))
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
+    if origin in (tuple, list, Sequence):
+        args = [a for a in typing.get_args(hint) if a is not Ellipsis]
+        return f"a list of {_plural(describe(args[0]))}" if args else "a list"
+    words = {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null"}
+    return words.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _plural(words: str) -> str:
+    return words.removeprefix("an ").removeprefix("a ") + "s"
+
+
+def _name(target: Any) -> str:
+    return getattr(target, "__qualname__", getattr(target, "__name__", str(target)))
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, (ListConfig, list, tuple)):
+        return "a list"
+    if isinstance(value, float) and not value.is_integer():
+        return "a number with a fraction"
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}.get(type(value), type(value).__name__)
+
+
+def _as_override(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (ListConfig, list, tuple)):
+        return "[" + ",".join(_as_override(v) for v in value) + "]"
+    return str(value)

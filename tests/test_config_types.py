@@ -1,0 +1,43 @@
+"""Overrides of the wrong type name the key, what it expects and how to write it."""
+
+from __future__ import annotations
+
+import pytest
+
+from memvir_pl.config_types import ConfigTypeError, check_config_types, describe, fits
+from memvir_pl.train import train
+from tests.hydra_helpers import EXPERIMENTS, QUIET, compose_config
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [("memvir.step_gap=abc", "memvir.step_gap=abc is not valid: MemVirCallback expects an integer for 'step_gap', "
+                             "got a string"),
+     ("memvir.num_steps=2.5", "memvir.num_steps=2.5 .* expects an integer .* got a number with a fraction"),
+     ("memvir.warmup_epochs=true", "memvir.warmup_epochs=true .* got a boolean.*e.g. memvir.warmup_epochs=0"),
+     ("data.batch_size=big", "data.batch_size=big .* DMLDataModule expects an integer.*e.g. data.batch_size=128"),
+     ("data.m_per_class=four", "data.m_per_class=four .* expects an integer or null"),
+     ("data.num_workers=1.5", "data.num_workers=1.5"),
+     ("module.lr_decay_step=x", "module.lr_decay_step=x .* DMLModule expects an integer or null"),
+     ("module.k=[1,a]", r"module.k=\[1,a\] .* expects .*a list of integers"),
+     ("module.lr=fast", "module.lr=fast .* DMLModule expects a number")],
+)
+def test_a_value_of_the_wrong_type_is_named_with_its_fix(tmp_path, override, message):
+    cfg = compose_config([override, *QUIET], tmp_path)
+    with pytest.raises(ConfigTypeError, match=message):
+        train(cfg)  # before any data is built or anything trained
+
+
+def test_every_shipped_config_passes_the_check(tmp_path):
+    for overrides in ([], *([f"+experiment={name}"] for name in EXPERIMENTS), ["loss=pml_soft_triple"],
+                      ["memvir=none"], ["memvir=saving", "memvir.storage_dtype=bfloat16"], ["data.m_per_class=null"]):
+        check_config_types(compose_config(overrides, tmp_path))
+
+
+def test_the_type_rules_by_hand():
+    assert fits(3, int) and not fits(True, int) and not fits(3.0, int) and not fits("3", int)
+    assert fits(3, float) and fits(0.5, float) and not fits("0.5", float)
+    assert fits(None, int | None) and fits([1, 2], tuple[int, ...]) and not fits([1, "a"], tuple[int, ...])
+    assert fits(4, int | tuple[int, ...]) and not fits("x", int | tuple[int, ...])
+    assert fits(object(), object)  # hints it cannot check are accepted
+    assert describe(int | None) == "an integer or null" and describe(tuple[int, ...]) == "a list of integers"
