@@ -60,9 +60,9 @@ def test_the_wheel_carries_every_config(installed_wheel):
 def test_the_installed_wheel_composes_every_experiment_from_another_directory(installed_wheel, tmp_path):
     script = (
         "import json, memvir_pl, memvir_pl.config as c\n"
-        "cfgs = {name: c.compose_config([f'+experiment={name}'], 'out') for name in %r}\n"
+        f"cfgs = {{name: c.compose_config([f'+experiment={{name}}'], 'out') for name in {EXPERIMENTS!r}}}\n"
         "print(json.dumps({'package': memvir_pl.__file__, 'config_dir': str(c.CONFIG_DIR),\n"
-        "                  'tasks': {n: cfg.task_name for n, cfg in cfgs.items()}}))\n" % EXPERIMENTS
+        "                  'tasks': {n: cfg.task_name for n, cfg in cfgs.items()}}))\n"
     )
     report = json.loads(run_installed(installed_wheel, tmp_path, ["-c", script]).stdout.strip().splitlines()[-1])
     assert Path(report["package"]).is_relative_to(installed_wheel)

@@ -96,9 +96,10 @@ def fits(value: Any, hint: Any) -> bool:
     if origin in (tuple, list, Sequence) and typing.get_args(hint):
         if not isinstance(value, (ListConfig, list, tuple)):
             return False
-        args = [a for a in typing.get_args(hint) if a is not Ellipsis]
-        return all(fits(item, args[0]) for item in value) if len(args) == 1 or origin is not tuple else (
-            len(value) == len(args) and all(fits(item, arg) for item, arg in zip(value, args)))
+        args = typing.get_args(hint)
+        if origin is tuple and Ellipsis not in args:  # a fixed-length tuple
+            return len(value) == len(args) and all(fits(v, a) for v, a in zip(value, args, strict=True))
+        return all(fits(item, args[0]) for item in value)
     if origin in (dict, Mapping):
         return isinstance(value, (DictConfig, dict))
     return True
