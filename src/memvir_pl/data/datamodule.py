@@ -11,6 +11,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
 from memvir_pl.data.datasets import ArrayImageDataset, GlyphDataset, ImageFileDataset
+from memvir_pl.data.emoji.build import DEFAULT_OPTIONS as EMOJI_BUILD_DEFAULTS
 from memvir_pl.data.emoji.build import EmojiSet, EmojiSplit, load_emoji_set
 from memvir_pl.data.emoji.sources import FETCH_COMMAND
 from memvir_pl.data.glyphs import GlyphSet, GlyphSplit
@@ -31,10 +32,7 @@ GLYPH_DEFAULTS: Mapping[str, Any] = {
     "cache_dir": None,
 }
 EMOJI_DEFAULTS: Mapping[str, Any] = {
-    "render_size": 64,
-    "min_designs": 7,
-    "keep_skin_tones": False,
-    "near_duplicate_mad": 4.0,
+    **EMOJI_BUILD_DEFAULTS,
     "fractions": DEFAULT_FRACTIONS,
     "train_classes": None,
     "cache_dir": None,

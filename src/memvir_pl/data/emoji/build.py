@@ -49,6 +49,10 @@ log = logging.getLogger(__name__)
 #: Bump when building or cleaning changes, so stale caches are not reused.
 EMOJI_SET_VERSION = 1
 THUMBNAIL = 16
+#: The defaults of :func:`build_emoji_set`'s options (conf/data/emoji.yaml sets the same).
+DEFAULT_OPTIONS: Mapping[str, Any] = {
+    "render_size": 64, "min_designs": 7, "keep_skin_tones": False, "near_duplicate_mad": 4.0,
+}
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from memvir_pl.data.emoji import sources as src
-from memvir_pl.data.emoji.build import EmojiSet, load_emoji_set
+from memvir_pl.data.emoji.build import DEFAULT_OPTIONS, EmojiSet, load_emoji_set
 from memvir_pl.data.splits import DEFAULT_FRACTIONS, SPLITS
 
 SHEET_ROWS = 16
@@ -24,7 +24,7 @@ HEADER_HEIGHT = 60
 def licences(root: Path, sources: Sequence[src.Source] = src.SOURCES) -> dict[str, dict[str, str]]:
     """Per design set: ``package`` (name@version), ``package_licence`` (package.json),
     ``image_licence`` (the images', = package_licence unless the source states otherwise),
-    ``attribution`` (author from the iconify info.json or package.json), ``open``."""
+    ``attribution`` (the source's, else the iconify info.json or package.json author), ``open``."""
     out = {}
     for source in sources:
         tarball = root / source.package.tarball
@@ -34,6 +34,7 @@ def licences(root: Path, sources: Sequence[src.Source] = src.SOURCES) -> dict[st
             author = src.read_json(tarball, "info.json").get("author", author)
         if isinstance(author, Mapping):
             author = " ".join(str(author.get(k, "")) for k in ("name", "url")).strip()
+        author = source.attribution or author
         package_licence = str(manifest.get("license", "unknown"))
         image_licence = source.image_licence or package_licence
         out[source.design] = {
@@ -126,9 +127,10 @@ def data_report(
     lines = [
         "# Emoji data set (`data=emoji`, `data=emoji_few`)", "",
         *([f"Command: `{command}`", ""] if command else []),
-        f"Packages: `{root}` (fetch: `{src.FETCH_COMMAND}`). Options: "
-        f"{options or 'defaults'} (render size, min designs k, skin tones, near-duplicate"
-        " threshold: see `conf/data/emoji.yaml`).", "",
+        f"Packages: `{root}` (fetch: `{src.FETCH_COMMAND}`). Options:"
+        f" {({**DEFAULT_OPTIONS, **options})} (k = min_designs; see `conf/data/emoji.yaml` and"
+        " `memvir_pl.data.emoji.build`), split fractions"
+        f" {dict(fractions)}.", "",
         f"- classes (emoji with >= k distinct renderings): **{len(emoji.classes)}**; images:"
         f" **{len(emoji.class_ids)}**",
         "- classes / images per split: " + ", ".join(
@@ -139,7 +141,7 @@ def data_report(
         " `emoji`",
         f"- cleaning: {summary['candidates']} images tied to an emoji, {summary['rendered']}"
         f" rendered (emoji with >= k candidates), {summary['cross_class_identical_dropped']}"
-        f" renderings identical to another emoji's dropped (from all of them),"
+        " renderings identical to another emoji's dropped (from all of them),"
         f" {summary['near_duplicates_dropped']}"
         f" near-identical within a class dropped, {summary['too_few_designs_classes_dropped']}"
         " emoji with < k renderings dropped",

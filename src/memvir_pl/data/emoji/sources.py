@@ -56,6 +56,8 @@ class Source:
         image_licence: SPDX id of the images' licence, or ``proprietary``/``unclear``.
         licence_note: where ``image_licence`` is stated when it is not the package.json
             ``license`` (emoji-datasource's package.json licence covers its code and data only).
+        attribution: the images' authors when the package's author is not (emoji-datasource,
+            openmoji); empty = the package's (iconify ``info.json``) author.
     """
 
     design: str
@@ -64,20 +66,26 @@ class Source:
     variant: str = ""
     image_licence: str = ""
     licence_note: str = ""
+    attribution: str = ""
 
 
 DATASOURCE_NOTE = "emoji-datasource README: MIT covers the code and data, not the images"
+OPENMOJI = "OpenMoji, the open-source emoji and icon project https://openmoji.org"
 SOURCES: tuple[Source, ...] = (
     Source("apple", Package("emoji-datasource-apple", "16.0.0"), "datasource", "apple",
            "proprietary", DATASOURCE_NOTE + " (Apple images: copyright Apple, not licensed)"),
     Source("google", Package("emoji-datasource-google", "16.0.0"), "datasource", "google",
-           "Apache-2.0", DATASOURCE_NOTE + " (Noto images: Apache 2.0)"),
+           "Apache-2.0", DATASOURCE_NOTE + " (Noto images: Apache 2.0)",
+           "Google, Noto Emoji https://github.com/googlefonts/noto-emoji"),
     Source("twitter", Package("emoji-datasource-twitter", "16.0.0"), "datasource", "twitter",
-           "CC-BY-4.0", DATASOURCE_NOTE + " (Twemoji graphics: CC BY 4.0)"),
+           "CC-BY-4.0", DATASOURCE_NOTE + " (Twemoji graphics: CC BY 4.0)",
+           "Twitter, Inc and other contributors, Twemoji https://github.com/jdecked/twemoji"),
     Source("facebook", Package("emoji-datasource-facebook", "16.0.0"), "datasource", "facebook",
            "unclear", DATASOURCE_NOTE + " (Facebook images: no clear licence)"),
-    Source("openmoji", Package("openmoji", "17.0.0"), "openmoji", "color"),
-    Source("openmoji-black", Package("openmoji", "17.0.0"), "openmoji", "black"),
+    Source("openmoji", Package("openmoji", "17.0.0"), "openmoji", "color",
+           attribution=OPENMOJI),
+    Source("openmoji-black", Package("openmoji", "17.0.0"), "openmoji", "black",
+           attribution=OPENMOJI),
     Source("noto-v1", Package("@iconify-json/noto-v1", "1.2.5"), "iconify"),
     Source("fluent-emoji", Package("@iconify-json/fluent-emoji", "1.2.7"), "iconify"),
     Source("fluent-emoji-flat", Package("@iconify-json/fluent-emoji-flat", "1.2.6"), "iconify"),
