@@ -10,12 +10,16 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
-from memvir_pl.data.datasets import GlyphDataset, ImageFileDataset
-from memvir_pl.data.glyphs import DEFAULT_FRACTIONS, SPLITS, GlyphSet, GlyphSplit, check_fractions
+from memvir_pl.data.datasets import ArrayImageDataset, GlyphDataset, ImageFileDataset
+from memvir_pl.data.emoji.build import DEFAULT_OPTIONS as EMOJI_BUILD_DEFAULTS
+from memvir_pl.data.emoji.build import EmojiSet, EmojiSplit, load_emoji_set
+from memvir_pl.data.emoji.sources import FETCH_COMMAND
+from memvir_pl.data.glyphs import GlyphSet, GlyphSplit
 from memvir_pl.data.glyphs import load_glyph_set as _load_glyph_set
 from memvir_pl.data.official import DATASETS, load_file_dataset
 from memvir_pl.data.records import ImageList, hold_out_classes
 from memvir_pl.data.sampler import ClassBalancedBatchSampler
+from memvir_pl.data.splits import DEFAULT_FRACTIONS, SPLITS, check_fractions
 from memvir_pl.data.transforms import build_transform, preset_input
 
 GLYPH_DEFAULTS: Mapping[str, Any] = {
@@ -27,6 +31,14 @@ GLYPH_DEFAULTS: Mapping[str, Any] = {
     "fractions": DEFAULT_FRACTIONS,
     "cache_dir": None,
 }
+EMOJI_DEFAULTS: Mapping[str, Any] = {
+    **EMOJI_BUILD_DEFAULTS,
+    "fractions": DEFAULT_FRACTIONS,
+    "train_classes": None,
+    "cache_dir": None,
+}
+#: Options of the data sets built in memory from local files (the others take none).
+RENDERED_DEFAULTS: Mapping[str, Mapping[str, Any]] = {"glyphs": GLYPH_DEFAULTS, "emoji": EMOJI_DEFAULTS}
 
 
 class DMLDataModule(pl.LightningDataModule):
@@ -34,14 +46,15 @@ class DMLDataModule(pl.LightningDataModule):
 
     Batches are dicts: ``image`` (B, 3, H, W) float, ``label`` (B,) int64 in [0, C) of the
     split, ``index`` (B,) int64 position in the split, and ``is_query`` (B,) bool on
-    query/gallery splits (In-Shop test). Validation is a held-out set of training classes for
-    ``glyphs`` (its ``fractions`` option) and, with ``val_fraction > 0``, for the file datasets;
-    otherwise the file datasets validate on their test split, as the papers do.
+    query/gallery splits (In-Shop test). Validation is a held-out set of classes for ``glyphs``
+    and ``emoji`` (their ``fractions`` option) and, with ``val_fraction > 0``, for the file
+    datasets; otherwise the file datasets validate on their test split, as the papers do.
 
     Args:
-        dataset: ``glyphs`` (embedded, rendered from fonts) or one of ``cub``, ``cars``,
-            ``sop``, ``inshop``, ``folder``.
-        root: the dataset folder (file datasets only).
+        dataset: ``glyphs`` (embedded, rendered from fonts), ``emoji`` (rendered from the npm
+            packages in ``root``, see :mod:`memvir_pl.data.emoji`) or one of ``cub``,
+            ``cars``, ``sop``, ``inshop``, ``folder``.
+        root: the dataset folder (file datasets; for ``emoji`` the package tarballs).
         batch_size: training batch per process.
         eval_batch_size: evaluation batch (default ``batch_size``).
         m_per_class: images per class in a training batch (class-balanced sampler);
@@ -51,13 +64,19 @@ class DMLDataModule(pl.LightningDataModule):
             glyphs and ``bninception`` otherwise.
         image_size: network input side in pixels (default 32 for glyphs, 224 otherwise); for
             glyphs also the rendering size.
+        hflip: random horizontal flip in the PIL presets' training transform (``False`` for
+            classes with a direction, e.g. emoji arrows).
         drop_last: drop the last incomplete training batch.
         seed: seed of the training order (sampler / shuffle).
         val_fraction: share of training classes held out for validation (file datasets).
         pin_memory: DataLoader ``pin_memory``.
         options: glyph options: ``fonts``, ``chars``, ``min_fonts``, ``homoglyph_fraction``,
             ``per_family`` (see :func:`memvir_pl.data.glyphs.build_glyph_set`),
-            ``fractions`` ({train, val, test} shares of characters), ``cache_dir``.
+            ``fractions`` ({train, val, test} shares of characters), ``cache_dir``; emoji
+            options: ``render_size``, ``min_designs``, ``keep_skin_tones``,
+            ``near_duplicate_mad`` (see :func:`memvir_pl.data.emoji.build.build_emoji_set`),
+            ``fractions``, ``train_classes`` (keep the training classes with the most
+            renderings, the ``few`` variant), ``cache_dir``.
     """
 
     def __init__(
@@ -75,19 +94,21 @@ class DMLDataModule(pl.LightningDataModule):
         val_fraction: float = 0.0,
         pin_memory: bool = False,
         options: Mapping[str, Any] | None = None,
+        hflip: bool = True,
     ) -> None:
         super().__init__()
         glyphs = dataset == "glyphs"
-        if not glyphs and dataset not in DATASETS:
+        if dataset not in RENDERED_DEFAULTS and dataset not in DATASETS:
             raise ValueError(
-                f"unknown dataset {dataset!r}; expected one of {['glyphs', *DATASETS]}"
+                f"unknown dataset {dataset!r}; expected one of {[*RENDERED_DEFAULTS, *DATASETS]}"
             )
         self.dataset = dataset
         self.transform = transform or ("glyph" if glyphs else "bninception")
         if (preset_input(self.transform) == "glyph") != glyphs:
             raise ValueError(
                 f"transform preset {self.transform!r} does not fit dataset {dataset!r}: "
-                "glyphs need 'glyph', image files need 'bninception' or 'imagenet'"
+                "glyphs need 'glyph', emoji and image files a PIL preset ('bninception', "
+                "'imagenet', 'efficientnet')"
             )
         self.options = self._check_options(dataset, dict(options or {}), val_fraction, root)
         self.root = root
@@ -100,6 +121,7 @@ class DMLDataModule(pl.LightningDataModule):
         self.seed = seed
         self.val_fraction = val_fraction
         self.pin_memory = pin_memory
+        self.hflip = hflip
         self.glyph_summary: Mapping[str, float] | None = None
         self._splits: dict[str, ImageList | GlyphSplit] | None = None
 
@@ -107,7 +129,12 @@ class DMLDataModule(pl.LightningDataModule):
     def _check_options(
         dataset: str, options: dict[str, Any], val_fraction: float, root: str | None
     ) -> dict[str, Any]:
-        if dataset != "glyphs":
+        if dataset == "emoji" and root is None:
+            raise ValueError(
+                "dataset 'emoji' needs data.root: the folder of its npm package tarballs, "
+                f"fetched by `{FETCH_COMMAND}`"
+            )
+        if dataset not in RENDERED_DEFAULTS:
             if options:
                 raise ValueError(f"dataset {dataset!r} takes no options, got {sorted(options)}")
             if root is None:
@@ -116,16 +143,18 @@ class DMLDataModule(pl.LightningDataModule):
                     f"from {DATASETS[dataset].url}"
                 )
             return options
-        unknown = set(options) - set(GLYPH_DEFAULTS)
+        defaults = RENDERED_DEFAULTS[dataset]
+        unknown = set(options) - set(defaults)
         if unknown:
             raise ValueError(
-                f"unknown glyph options {sorted(unknown)}; known: {list(GLYPH_DEFAULTS)}"
+                f"unknown {dataset.removesuffix('s')} options {sorted(unknown)}; "
+                f"known: {list(defaults)}"
             )
         if val_fraction:
             raise ValueError(
-                "glyphs split by characters: set data.options.fractions, not val_fraction"
+                f"{dataset} splits by classes: set data.options.fractions, not val_fraction"
             )
-        merged = {**GLYPH_DEFAULTS, **options}
+        merged = {**defaults, **options}
         merged["fractions"] = check_fractions(merged["fractions"])
         return merged
 
@@ -135,18 +164,29 @@ class DMLDataModule(pl.LightningDataModule):
             options["fonts"] = [str(f) for f in options["fonts"]]
         return _load_glyph_set(image_size=self.image_size, **options)
 
+    def _load_emoji(self) -> EmojiSet:
+        options = {k: v for k, v in self.options.items() if k not in ("fractions", "train_classes")}
+        return load_emoji_set(self.root, **options)
+
     def prepare_data(self) -> None:
-        """Build the glyph set into its cache once (rank 0) before every rank loads it."""
+        """Build the glyph or emoji set into its cache once (rank 0) before every rank loads it."""
         if self.dataset == "glyphs":
             self._load_glyphs()
+        elif self.dataset == "emoji":
+            self._load_emoji()
 
-    def _load(self) -> dict[str, ImageList | GlyphSplit]:
+    def _load(self) -> dict[str, ImageList | GlyphSplit | EmojiSplit]:
         if self._splits is None:
+            fractions = self.options.get("fractions")
             if self.dataset == "glyphs":
                 glyphs = self._load_glyphs()
                 self.glyph_summary = glyphs.summary
-                fractions = self.options["fractions"]
                 self._splits = {name: glyphs.split(name, fractions) for name in SPLITS}
+            elif self.dataset == "emoji":
+                emoji = self._load_emoji()
+                limit = {"train": self.options["train_classes"]}
+                self._splits = {name: emoji.split(name, fractions, limit.get(name))
+                                for name in SPLITS}
             else:
                 splits = load_file_dataset(self.dataset, self.root)
                 train, val = splits["train"], splits["test"]
@@ -164,16 +204,18 @@ class DMLDataModule(pl.LightningDataModule):
         """Number of training classes (reads only annotations, or the cached glyph set)."""
         return self._load()["train"].num_classes
 
-    def split(self, name: str) -> ImageList | GlyphSplit:
+    def split(self, name: str) -> ImageList | GlyphSplit | EmojiSplit:
         """The ``train``, ``val`` or ``test`` split's image list."""
         return self._load()[name]
 
     def split_dataset(self, name: str, train: bool = False) -> Dataset:
         """The ``name`` split as a Dataset, with the training (augmenting) or evaluation transform."""
-        transform = build_transform(self.transform, train, self.image_size)
+        transform = build_transform(self.transform, train, self.image_size, self.hflip)
         split = self.split(name)
         if isinstance(split, GlyphSplit):
             return GlyphDataset(split, transform)
+        if isinstance(split, EmojiSplit):
+            return ArrayImageDataset(split.images, split.labels, transform)
         return ImageFileDataset(split, transform)
 
     def _world(self) -> tuple[int, int]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
@@ -52,6 +53,41 @@ class ImageFileDataset(Dataset):
         if self.images.is_query is not None:
             item["is_query"] = bool(self.images.is_query[index])
         return item
+
+
+class ArrayImageDataset(Dataset):
+    """In-memory RGB images (e.g. the rendered emoji) through a PIL transform preset.
+
+    Args:
+        images: (N, H, W, 3) uint8 RGB.
+        labels: (N,) int64 in [0, C).
+        transform: PIL image -> (3, S, S) float tensor.
+    """
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        transform: Callable[[Image.Image], torch.Tensor],
+    ) -> None:
+        if images.ndim != 4 or images.shape[-1] != 3 or len(images) != len(labels):
+            raise ValueError(
+                f"expected (N, H, W, 3) images and (N,) labels, got {images.shape} and "
+                f"{np.shape(labels)}"
+            )
+        self.images = images
+        self.labels = labels
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return {
+            "image": self.transform(Image.fromarray(self.images[index])),
+            "label": int(self.labels[index]),
+            "index": index,
+        }
 
 
 class GlyphDataset(Dataset):

@@ -26,11 +26,9 @@ a character's split never depends on the fonts or on the other characters.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
@@ -44,6 +42,13 @@ from PIL import Image, ImageDraw, ImageFont, features
 
 from memvir_pl.data.charsets import is_renderable, parse_chars
 from memvir_pl.data.fonts import FontFace, font_charmap, font_family, is_regular_face, resolve_fonts
+from memvir_pl.data.splits import (
+    DEFAULT_FRACTIONS,
+    SPLITS,
+    cache_key,
+    save_npz,
+    split_of_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +60,6 @@ EM_FRACTION = 0.75
 BASELINE_FRACTION = 0.78
 #: A rendering whose brightest pixel is below this is blank.
 _BLANK_LEVEL = 64
-SPLITS = ("train", "val", "test")
-DEFAULT_FRACTIONS: Mapping[str, float] = {"train": 0.45, "val": 0.15, "test": 0.40}
 
 
 @dataclass(frozen=True)
@@ -110,25 +113,9 @@ class GlyphSet:
         return GlyphSplit(self.images[keep], labels.astype(np.int64), chosen.astype(np.int64), fonts)
 
 
-def check_fractions(fractions: Mapping[str, float]) -> dict[str, float]:
-    """Validated split fractions: keys train/val/test, non-negative, summing to 1."""
-    if set(fractions) != set(SPLITS) or any(f < 0 for f in fractions.values()):
-        raise ValueError(f"split fractions must give train, val and test >= 0, got {fractions}")
-    if abs(sum(fractions.values()) - 1.0) > 1e-6:
-        raise ValueError(f"split fractions must sum to 1, got {dict(fractions)}")
-    return {name: float(fractions[name]) for name in SPLITS}
-
-
 def split_of(codepoint: int, fractions: Mapping[str, float] = DEFAULT_FRACTIONS) -> str:
     """The split of a character, from the SHA-1 of its UTF-8 encoding (stable everywhere)."""
-    digest = hashlib.sha1(chr(codepoint).encode("utf-8")).digest()
-    u = int.from_bytes(digest[:8], "big") / 2.0**64
-    bound = 0.0
-    for name in SPLITS:
-        bound += fractions[name]
-        if u < bound:
-            return name
-    return SPLITS[-1]
+    return split_of_key(chr(codepoint), fractions)
 
 
 def open_face(face: FontFace, image_size: int) -> ImageFont.FreeTypeFont:
@@ -375,23 +362,17 @@ def glyph_cache_key(
     }
     if per_family is not None:  # absent otherwise, so face-level sets keep their cache files
         payload["per_family"] = per_family
-    return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+    return cache_key(payload)
 
 
 def _save(glyphs: GlyphSet, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-    with os.fdopen(fd, "wb") as f:
-        np.savez_compressed(
-            f,
-            images=glyphs.images,
-            codepoints=glyphs.codepoints,
-            font_ids=glyphs.font_ids,
-            font_names=np.array(glyphs.font_names),
-            summary=np.array(json.dumps(glyphs.summary)),
-        )
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    save_npz(path, {
+        "images": glyphs.images,
+        "codepoints": glyphs.codepoints,
+        "font_ids": glyphs.font_ids,
+        "font_names": np.array(glyphs.font_names),
+        "summary": np.array(json.dumps(glyphs.summary)),
+    })
 
 
 def _load(path: Path) -> GlyphSet:

@@ -1,8 +1,9 @@
 """Image transform presets.
 
 PIL presets (PIL image -> (3, S, S) float tensor), all with the same geometry: train
-RandomResizedCrop(S) + horizontal flip, eval Resize(S·256/224) + CenterCrop(S); they differ in
-the pixel normalisation, given in 0-255 units:
+RandomResizedCrop(S) + horizontal flip (``hflip=False`` leaves the flip out, for data whose
+classes have a direction, e.g. emoji arrows), eval Resize(S·256/224) + CenterCrop(S); they
+differ in the pixel normalisation, given in 0-255 units:
 
 - ``bninception``: BGR, mean [104, 117, 128] (B, G, R), std 1 (the official MemVir input).
 - ``imagenet``: RGB, ImageNet mean/std (torchvision ResNet-50).
@@ -46,10 +47,12 @@ PIXEL_NORMS: dict[str, PixelNorm] = {
 }
 
 
-def pil_transform(norm: PixelNorm, train: bool, image_size: int = 224) -> Callable:
-    """PIL image -> (3, S, S) float tensor: crop geometry, then ``norm``."""
+def pil_transform(
+    norm: PixelNorm, train: bool, image_size: int = 224, hflip: bool = True
+) -> Callable:
+    """PIL image -> (3, S, S) float tensor: crop geometry (and flip when ``hflip``), then ``norm``."""
     if train:
-        geometry = [T.RandomResizedCrop(image_size), T.RandomHorizontalFlip()]
+        geometry = [T.RandomResizedCrop(image_size), *([T.RandomHorizontalFlip()] if hflip else [])]
     else:
         geometry = [T.Resize(round(image_size * 256 / 224)), T.CenterCrop(image_size)]
     return T.Compose([*geometry, T.ToTensor(), norm])
@@ -120,11 +123,12 @@ def glyph_transform(train: bool, image_size: int = 32) -> GlyphTransform:
     return GlyphTransform(train=train, image_size=image_size)
 
 
-def build_transform(preset: str, train: bool, image_size: int) -> Callable:
-    """The transform of ``preset`` (a PIXEL_NORMS name or ``glyph``) for train or evaluation."""
+def build_transform(preset: str, train: bool, image_size: int, hflip: bool = True) -> Callable:
+    """The transform of ``preset`` (a PIXEL_NORMS name or ``glyph``) for train or evaluation;
+    ``hflip=False`` drops the PIL presets' random horizontal flip."""
     if preset_input(preset) == "glyph":
         return glyph_transform(train, image_size)
-    return pil_transform(PIXEL_NORMS[preset], train, image_size)
+    return pil_transform(PIXEL_NORMS[preset], train, image_size, hflip)
 
 
 def preset_input(preset: str) -> str:

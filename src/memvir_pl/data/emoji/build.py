@@ -1,0 +1,442 @@
+"""The ``emoji`` data set: one class per emoji, one image per design set that draws it.
+
+Built from the package tarballs of :mod:`memvir_pl.data.emoji.sources` (read in place, never
+downloaded here) in these steps:
+
+1. every image of every design set is tied to an emoji (code-point file names, ``chars.json``,
+   or an icon name looked up exactly, see :mod:`memvir_pl.data.emoji.names`); images of
+   no emoji of the list, of an ambiguous name, or of an unknown name are dropped and counted;
+2. skin-tone variants (U+1F3FB..U+1F3FF in the sequence) are dropped unless
+   ``keep_skin_tones``, which keeps each as a class of its own;
+3. an emoji drawn by two or more images of one design set (e.g. two icon names matching it)
+   loses all of them in that set: which one is "the" design would be a guess;
+4. emoji with fewer than ``min_designs`` images left are not rendered; the others are
+   rasterised on white at ``render_size`` (see :mod:`memvir_pl.data.emoji.render`);
+5. renderings pixel-identical to one of another emoji (OpenMoji's black set draws every
+   country flag as one outline; Apple draws Bouvet Island as Norway) are dropped from every
+   emoji that has them: such an image tells none of them apart;
+6. within an emoji, a rendering near-identical to an earlier one (design-set order of
+   ``SOURCES``) is dropped: near-identical = mean absolute difference of their 16 x 16 RGB
+   box-filtered thumbnails below ``near_duplicate_mad`` (0-255 units);
+7. emoji left with fewer than ``min_designs`` renderings are dropped.
+
+Splits are class-disjoint, by the SHA-1 of the class key (:func:`splits.split_of_key`).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import logging
+import os
+import time
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import PIL
+
+from memvir_pl.data.emoji import sources as src
+from memvir_pl.data.emoji.names import EmojiList, NameTable, canonical, is_skin_tone
+from memvir_pl.data.emoji.render import iconify_svg, png_to_array, svg_to_array
+from memvir_pl.data.splits import DEFAULT_FRACTIONS, SPLITS, cache_key, save_npz, split_of_key
+
+log = logging.getLogger(__name__)
+
+#: Bump when building or cleaning changes, so stale caches are not reused.
+EMOJI_SET_VERSION = 1
+THUMBNAIL = 16
+#: The defaults of :func:`build_emoji_set`'s options (conf/data/emoji.yaml sets the same).
+DEFAULT_OPTIONS: Mapping[str, Any] = {
+    "render_size": 64, "min_designs": 7, "keep_skin_tones": False, "near_duplicate_mad": 4.0,
+}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One image of one design set, tied to an emoji: SVG text or PNG bytes."""
+
+    key: str
+    design: int
+    svg: str | None = None
+    png: bytes | None = None
+
+    def render(self, size: int) -> np.ndarray:
+        """(size, size, 3) uint8 on white."""
+        return svg_to_array(self.svg, size) if self.svg is not None else png_to_array(self.png, size)
+
+
+@dataclass
+class SourceStats:
+    """What happened to one design set's images (counts of images)."""
+
+    images: int = 0
+    not_emoji: int = 0
+    names_matched: int = 0
+    names_ambiguous: int = 0
+    names_unknown: int = 0
+    skin_tone: int = 0
+    conflicting: int = 0
+    kept: int = 0
+    unmatched_examples: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class EmojiSplit:
+    """One split of the emoji set.
+
+    Attributes:
+        images: (N, S, S, 3) uint8 RGB on white.
+        labels: (N,) int64 in [0, C), classes in key order.
+        classes: (C,) class keys (see :func:`names.canonical`).
+        designs: (N,) the design set of each image.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    classes: tuple[str, ...]
+    designs: tuple[str, ...]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+@dataclass(frozen=True)
+class EmojiSet:
+    """All renderings kept, sorted by class key, then design-set order.
+
+    Attributes:
+        images: (N, S, S, 3) uint8 RGB on white.
+        class_ids: (N,) int64 index into ``classes``.
+        design_ids: (N,) int64 index into ``designs``.
+        classes: class keys, sorted.
+        labels: CLDR name of each class.
+        designs: design-set names (``SOURCES`` order).
+        summary: counts of what was kept and dropped (``per_design``: :class:`SourceStats`
+            fields per design set), and the build time in seconds.
+    """
+
+    images: np.ndarray
+    class_ids: np.ndarray
+    design_ids: np.ndarray
+    classes: tuple[str, ...]
+    labels: tuple[str, ...]
+    designs: tuple[str, ...]
+    summary: Mapping[str, Any]
+
+    def class_splits(self, fractions: Mapping[str, float] = DEFAULT_FRACTIONS) -> list[str]:
+        """The split of every class (aligned with ``classes``)."""
+        return [split_of_key(key, fractions) for key in self.classes]
+
+    def split(
+        self,
+        name: str,
+        fractions: Mapping[str, float] = DEFAULT_FRACTIONS,
+        max_classes: int | None = None,
+    ) -> EmojiSplit:
+        """The images of the classes in split ``name`` ("train", "val", "test").
+
+        Args:
+            max_classes: keep only this many of the split's classes, those with the most
+                renderings (ties: smaller key first); ``None`` = all.
+        """
+        if name not in SPLITS:
+            raise ValueError(f"unknown emoji split {name!r}; expected one of {SPLITS}")
+        counts = np.bincount(self.class_ids, minlength=len(self.classes))
+        chosen = [c for c, s in enumerate(self.class_splits(fractions)) if s == name]
+        if max_classes is not None:
+            chosen = sorted(sorted(chosen, key=lambda c: -counts[c])[:max_classes])
+        keep = np.isin(self.class_ids, chosen)
+        labels = np.searchsorted(np.array(chosen, dtype=np.int64), self.class_ids[keep])
+        return EmojiSplit(
+            images=self.images[keep],
+            labels=labels.astype(np.int64),
+            classes=tuple(self.classes[c] for c in chosen),
+            designs=tuple(self.designs[d] for d in self.design_ids[keep]),
+        )
+
+
+def load_emoji_list(root: Path) -> EmojiList:
+    """The emoji list of the name-data package (emojibase-data ``en/data.json``)."""
+    return EmojiList.from_emojibase(src.read_json(root / src.NAME_DATA.tarball, "en/data.json"))
+
+
+def _datasource(source: src.Source, tarball: Path, stats: SourceStats) -> list[tuple[str, str, bytes]]:
+    """(key, file, PNG bytes) of an emoji-datasource set, from ``emoji.json``."""
+    folder = f"img/{source.variant}/64/"
+    files = src.read_members(tarball, lambda n: n == "emoji.json" or n.startswith(folder))
+    entries = json.loads(files["emoji.json"])
+    flag = f"has_img_{source.variant}"
+    out = []
+    for entry in entries:
+        for item in (entry, *entry.get("skin_variations", {}).values()):
+            path = folder + item["image"]
+            if item.get(flag) and path in files:
+                out.append((canonical(item["unified"]), item["image"], files[path]))
+    stats.images = len(out)
+    return out
+
+
+def _openmoji(source: src.Source, tarball: Path, stats: SourceStats) -> list[tuple[str, str, str]]:
+    """(key, file, SVG text) of an openmoji folder (``color`` or ``black``)."""
+    folder = f"{source.variant}/svg/"
+    files = src.read_members(tarball, lambda n: n.startswith(folder) and n.endswith(".svg"))
+    stats.images = len(files)
+    return [(canonical(Path(name).stem), name, data.decode("utf-8")) for name, data in files.items()]
+
+
+def _iconify(
+    tarball: Path, names: NameTable, emoji: EmojiList, stats: SourceStats
+) -> list[tuple[str, str, str]]:
+    """(key, icon, SVG text) of an iconify set: by ``chars.json`` when it has one, else by
+    looking up the icon's name and the names of its plain aliases (no flip, no rotation).
+    Hidden icons (deprecated names of other icons) are skipped."""
+    files = src.read_members(tarball, lambda n: n in ("icons.json", "chars.json"))
+    icons = json.loads(files["icons.json"])
+    chars = json.loads(files.get("chars.json", b"{}"))
+    visible = {n: icon for n, icon in icons["icons"].items() if not icon.get("hidden")}
+    stats.images = len(visible)
+    by_chars: dict[str, set[str]] = defaultdict(set)
+    for hexcode, icon_name in chars.items():
+        by_chars[icon_name].add(canonical(hexcode))
+    aliases: dict[str, list[str]] = defaultdict(list)
+    for alias, spec in icons.get("aliases", {}).items():
+        if set(spec) == {"parent"}:
+            aliases[spec["parent"]].append(alias)
+    width, height = icons.get("width", 16), icons.get("height", 16)
+    out = []
+    for icon_name, icon in visible.items():
+        if chars:
+            keys = by_chars.get(icon_name, set()) & emoji.labels.keys()
+            if len(keys) != 1:
+                stats.not_emoji += not keys
+                stats.names_ambiguous += len(keys) > 1
+                continue
+            key = next(iter(keys))
+        else:
+            match = names.lookup([icon_name, *aliases[icon_name]])
+            setattr(stats, f"names_{match.status}", getattr(stats, f"names_{match.status}") + 1)
+            if match.key is None:
+                if len(stats.unmatched_examples) < 8:
+                    stats.unmatched_examples.append(icon_name)
+                continue
+            key = match.key
+        out.append((key, icon_name, iconify_svg(icon, width, height)))
+    return out
+
+
+def collect_candidates(
+    root: Path, sources: Sequence[src.Source], keep_skin_tones: bool
+) -> tuple[list[Candidate], EmojiList, dict[str, SourceStats]]:
+    """Steps 1-3 of the module docstring: every design set's images tied to one emoji each."""
+    src.require_packages(root, sources)
+    emoji = load_emoji_list(root)
+    iconify_chars = [
+        src.read_json(root / s.package.tarball, "chars.json")
+        for s in sources if s.layout == "iconify"
+    ]
+    names = NameTable(emoji, iconify_chars)
+    candidates: list[Candidate] = []
+    stats: dict[str, SourceStats] = {}
+    for design, source in enumerate(sources):
+        st = stats[source.design] = SourceStats()
+        tarball = root / source.package.tarball
+        if source.layout == "datasource":
+            items = _datasource(source, tarball, st)
+        elif source.layout == "openmoji":
+            items = _openmoji(source, tarball, st)
+        elif source.layout == "iconify":
+            items = _iconify(tarball, names, emoji, st)
+        else:
+            raise ValueError(f"unknown layout {source.layout!r} of {source.design}")
+        kept = []
+        for key, _, data in items:
+            if key not in emoji.labels:
+                st.not_emoji += 1
+            elif is_skin_tone(key) and not keep_skin_tones:
+                st.skin_tone += 1
+            else:
+                kept.append((key, data))
+        per_key = Counter(key for key, _ in kept)
+        for key, data in kept:
+            if per_key[key] > 1:
+                st.conflicting += 1
+            elif isinstance(data, bytes):
+                candidates.append(Candidate(key, design, png=data))
+            else:
+                candidates.append(Candidate(key, design, svg=data))
+    return candidates, emoji, stats
+
+
+def thumbnails(images: np.ndarray) -> np.ndarray:
+    """(N, S, S, 3) uint8 -> (N, 16, 16, 3) float32 box-filtered thumbnails (S divisible by
+    16, else a nearest crop to a multiple of 16 first)."""
+    n, s = images.shape[:2]
+    cell = s // THUMBNAIL
+    x = images[:, : cell * THUMBNAIL, : cell * THUMBNAIL].astype(np.float32)
+    return x.reshape(n, THUMBNAIL, cell, THUMBNAIL, cell, 3).mean(axis=(2, 4))
+
+
+def drop_near_duplicates(thumbs: np.ndarray, threshold: float) -> np.ndarray:
+    """(M,) bool: keep, for M renderings of one class in preference order; a rendering is
+    dropped when its thumbnail's mean absolute difference to an earlier kept one is
+    < ``threshold``."""
+    keep = np.ones(len(thumbs), dtype=bool)
+    for i in range(1, len(thumbs)):
+        kept = thumbs[:i][keep[:i]]
+        if len(kept) and np.abs(kept - thumbs[i]).mean(axis=(1, 2, 3)).min() < threshold:
+            keep[i] = False
+    return keep
+
+
+def build_emoji_set(
+    root: str | os.PathLike,
+    render_size: int = 64,
+    min_designs: int = 7,
+    keep_skin_tones: bool = False,
+    near_duplicate_mad: float = 4.0,
+    sources: Sequence[src.Source] = src.SOURCES,
+) -> EmojiSet:
+    """Build the emoji set from the package tarballs in ``root`` (module docstring, steps 1-7).
+
+    Args:
+        root: folder of the ``npm pack`` tarballs (see :func:`sources.fetch`).
+        render_size: side S of the square renderings, pixels.
+        min_designs: renderings (distinct design sets) an emoji must keep.
+        keep_skin_tones: keep skin-tone variants, each as its own class.
+        near_duplicate_mad: near-identical threshold, mean absolute difference of 16 x 16
+            thumbnails in 0-255 units.
+        sources: the design sets, in preference order (the first of two near-identical
+            renderings is kept).
+    """
+    if render_size < THUMBNAIL:
+        raise ValueError(f"emoji render_size must be >= {THUMBNAIL} pixels, got {render_size}")
+    start = time.perf_counter()
+    root = Path(root)
+    candidates, emoji, stats = collect_candidates(root, sources, keep_skin_tones)
+    designs_of = Counter(c.key for c in candidates)
+    todo = sorted((c for c in candidates if designs_of[c.key] >= min_designs),
+                  key=lambda c: (c.key, c.design))
+    rendered = np.stack([c.render(render_size) for c in todo]) if todo else np.zeros(
+        (0, render_size, render_size, 3), np.uint8)
+
+    owners: dict[bytes, set[str]] = defaultdict(set)
+    for i, c in enumerate(todo):
+        owners[rendered[i].tobytes()].add(c.key)
+    keep = np.array([len(owners[rendered[i].tobytes()]) == 1 for i in range(len(todo))], dtype=bool)
+    cross_class = int((~keep).sum())
+
+    thumbs = thumbnails(rendered)
+    by_key: dict[str, list[int]] = defaultdict(list)
+    for i in np.flatnonzero(keep):
+        by_key[todo[i].key].append(int(i))
+    near_dups = 0
+    for rows in by_key.values():
+        kept = drop_near_duplicates(thumbs[rows], near_duplicate_mad)
+        keep[np.array(rows)[~kept]] = False
+        near_dups += int((~kept).sum())
+    final = defaultdict(list)
+    for i in np.flatnonzero(keep):
+        final[todo[i].key].append(int(i))
+    too_few = [k for k, rows in final.items() if len(rows) < min_designs]
+    for k in too_few:
+        del final[k]
+
+    classes = tuple(sorted(final))
+    rows = [i for k in classes for i in final[k]]
+    for i in rows:
+        stats[sources[todo[i].design].design].kept += 1
+    summary = {
+        "designs": len(sources),
+        "candidates": len(candidates),
+        "emoji_with_candidates": len(designs_of),
+        "rendered": len(todo),
+        "cross_class_identical_dropped": cross_class,
+        "near_duplicates_dropped": near_dups,
+        "too_few_designs_classes_dropped": len(too_few) + sum(
+            n < min_designs for n in designs_of.values()),
+        "classes": len(classes),
+        "images": len(rows),
+        "build_seconds": round(time.perf_counter() - start, 2),
+        "per_design": {name: vars(st) for name, st in stats.items()},
+    }
+    log.info("emoji set built: %s", {k: v for k, v in summary.items() if k != "per_design"})
+    class_index = {k: c for c, k in enumerate(classes)}
+    return EmojiSet(
+        images=rendered[rows] if rows else rendered[:0],
+        class_ids=np.array([class_index[todo[i].key] for i in rows], dtype=np.int64),
+        design_ids=np.array([todo[i].design for i in rows], dtype=np.int64),
+        classes=classes,
+        labels=tuple(emoji.labels[k] for k in classes),
+        designs=tuple(s.design for s in sources),
+        summary=summary,
+    )
+
+
+def emoji_cache_key(root: Path, sources: Sequence[src.Source], options: Mapping[str, Any]) -> str:
+    """A hash of everything an emoji set depends on: tarballs (name, size), options, renderers."""
+    return cache_key({
+        "version": EMOJI_SET_VERSION,
+        "tarballs": [(p.tarball, (root / p.tarball).stat().st_size) for p in src.packages(sources)],
+        "designs": [s.design for s in sources],
+        "options": dict(options),
+        "renderer": (importlib.metadata.version("resvg-py"), PIL.__version__),
+    })
+
+
+def _save(emoji: EmojiSet, path: Path) -> None:
+    save_npz(path, {
+        "images": emoji.images,
+        "class_ids": emoji.class_ids,
+        "design_ids": emoji.design_ids,
+        "classes": np.array(emoji.classes),
+        "labels": np.array(emoji.labels),
+        "designs": np.array(emoji.designs),
+        "summary": np.array(json.dumps(emoji.summary)),
+    })
+
+
+def _load(path: Path) -> EmojiSet:
+    with np.load(path) as data:
+        return EmojiSet(
+            images=data["images"],
+            class_ids=data["class_ids"],
+            design_ids=data["design_ids"],
+            classes=tuple(str(k) for k in data["classes"]),
+            labels=tuple(str(k) for k in data["labels"]),
+            designs=tuple(str(k) for k in data["designs"]),
+            summary=json.loads(str(data["summary"])),
+        )
+
+
+def load_emoji_set(
+    root: str | os.PathLike,
+    render_size: int = 64,
+    min_designs: int = 7,
+    keep_skin_tones: bool = False,
+    near_duplicate_mad: float = 4.0,
+    cache_dir: str | os.PathLike | None = None,
+) -> EmojiSet:
+    """The emoji set for these options, from ``cache_dir`` when built before (arguments: see
+    :func:`build_emoji_set`; ``cache_dir`` holds ``emoji-<key>.npz`` files, ``None`` = always
+    build). Raises FileNotFoundError naming the missing tarballs and the fetch command."""
+    root = Path(root)
+    src.require_packages(root)
+    options = {"render_size": render_size, "min_designs": min_designs,
+               "keep_skin_tones": keep_skin_tones, "near_duplicate_mad": near_duplicate_mad}
+    path = None
+    if cache_dir is not None:
+        path = Path(cache_dir) / f"emoji-{emoji_cache_key(root, src.SOURCES, options)}.npz"
+        if path.is_file():
+            return _load(path)
+    emoji = build_emoji_set(root, **options)
+    if not emoji.classes:
+        raise ValueError(f"no emoji has >= {min_designs} distinct renderings in {root}; "
+                         "lower min_designs")
+    if path is not None:
+        _save(emoji, path)
+    return emoji

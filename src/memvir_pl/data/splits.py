@@ -1,0 +1,54 @@
+"""Shared by the rendered data sets (glyphs, emoji): class-disjoint splits by a stable hash, and
+the atomic ``.npz`` cache they are kept in."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SPLITS = ("train", "val", "test")
+DEFAULT_FRACTIONS: Mapping[str, float] = {"train": 0.45, "val": 0.15, "test": 0.40}
+
+
+def check_fractions(fractions: Mapping[str, float]) -> dict[str, float]:
+    """Validated split fractions: keys train/val/test, non-negative, summing to 1."""
+    if set(fractions) != set(SPLITS) or any(f < 0 for f in fractions.values()):
+        raise ValueError(f"split fractions must give train, val and test >= 0, got {fractions}")
+    if abs(sum(fractions.values()) - 1.0) > 1e-6:
+        raise ValueError(f"split fractions must sum to 1, got {dict(fractions)}")
+    return {name: float(fractions[name]) for name in SPLITS}
+
+
+def split_of_key(key: str, fractions: Mapping[str, float] = DEFAULT_FRACTIONS) -> str:
+    """The split of a class, from the SHA-1 of its key's UTF-8 encoding (stable everywhere:
+    it depends on nothing but the key)."""
+    digest = hashlib.sha1(key.encode("utf-8")).digest()
+    u = int.from_bytes(digest[:8], "big") / 2.0**64
+    bound = 0.0
+    for name in SPLITS:
+        bound += fractions[name]
+        if u < bound:
+            return name
+    return SPLITS[-1]
+
+
+def cache_key(payload: Mapping[str, Any]) -> str:
+    """16 hex digits of the SHA-1 of ``payload`` as sorted JSON (everything a cache depends on)."""
+    return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def save_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """Write ``arrays`` compressed to ``path`` atomically (a reader never sees half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
+    with os.fdopen(fd, "wb") as f:
+        np.savez_compressed(f, **arrays)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
