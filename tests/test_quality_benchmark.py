@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import math
@@ -16,7 +17,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))  # the quality_bench package, as wh
 
 from quality_bench import plan, report, runner, stats  # noqa: E402
 from quality_bench.grid import grid  # noqa: E402
-from quality_bench.regimes import METRICS, REGIMES, last_wins, scaled_memvir  # noqa: E402
+from quality_bench.regimes import METRICS, REGIMES, last_wins, memvir_settings, scaled_memvir  # noqa: E402
 
 
 def _load_quality():
@@ -255,6 +256,53 @@ def test_plan_measures_the_regime_on_its_data(tmp_path):
     val, test = int(sizes.group(2)), int(sizes.group(3))
     expected = plan.predicted_seconds(3, step, 1, val, test, ms / 1000) / 60
     assert minutes == pytest.approx(expected, abs=0.06)  # the printed figures are rounded
+
+
+@pytest.mark.parametrize(("name", "data"), [("emoji_effnet", "emoji"), ("emoji_effnet_few", "emoji_few")])
+def test_emoji_regimes_compose_with_the_emoji_data_configs(tmp_path, name, data):
+    from memvir_pl.config import CONFIG_DIR, compose_config
+
+    if not (CONFIG_DIR / "data" / f"{data}.yaml").is_file():
+        pytest.skip(f"conf/data/{data}.yaml not there yet (the emoji data set of issue 12)")
+    regime = REGIMES[name]
+    for spec in grid(regime, ["norm_softmax", "proxy_anchor", "proxy_nca"], [0], [], ["equal", "long"]):
+        cfg = compose_config(spec.overrides(regime), tmp_path)
+        assert (cfg.model.freeze_stages, cfg.data.image_size, cfg.data.m_per_class) == (4, 48, None)
+
+
+def _miniature(regime, data: str):
+    """``regime`` on the glyph Latin subset instead of ``data``: 2 epochs of 2 steps of 32,
+    validated after the second, MemVir on from the first step."""
+    stand_in = ("data=glyphs", "data.options.chars='U+0041-U+005A, U+0061-U+007A'", "data.batch_size=32")
+    overrides = tuple(o for o in regime.overrides if o != f"data={data}")
+    assert len(overrides) == len(regime.overrides) - 1, regime.overrides
+    return dataclasses.replace(regime, overrides=last_wins(*stand_in, *overrides, "check_every=2"), epochs=2,
+                               steps_per_epoch=2, loss_memvir_overrides={},
+                               memvir_overrides=last_wins(*regime.memvir_overrides, *memvir_settings(1, 0, 0)))
+
+
+@pytest.mark.slow
+def test_emoji_regime_end_to_end_on_the_glyph_stand_in(tmp_path):
+    """Regime (v)'s model and protocol (EfficientNet-Lite0 ImageNet weights, frozen stages, the
+    baseline's step decay and MemVir's constant lr, the zero-shot row) run end to end on glyphs;
+    regime (iv) differs only in its overrides (composed above)."""
+    import torch
+
+    torch.set_num_threads(1)
+    name = "emoji_effnet_few"
+    regime = _miniature(REGIMES[name], "emoji_few")
+    work, cache = tmp_path / "work" / name, tmp_path / "runs" / name
+    runner.run_grid(name, grid(regime, ["norm_softmax"], [0], [], ["equal"]), regime, work, cache, "test")
+    records = {r["name"]: r for r in runner.load_records(cache)}
+    assert set(records) == {"zero_shot", "norm_softmax-base-e2-s0", "norm_softmax-memvir-e2-s0"}
+    for run in ("norm_softmax-base-e2-s0", "norm_softmax-memvir-e2-s0"):
+        assert [row["epoch"] for row in records[run]["test_curve"]] == [2]
+        assert "model.freeze_stages=4" in records[run]["overrides"]
+    assert "module.lr_schedule=constant" in records["norm_softmax-memvir-e2-s0"]["overrides"]
+    assert "module.lr_schedule=step" in records["norm_softmax-base-e2-s0"]["overrides"]
+    assert 0 < records["zero_shot"]["test"]["test/recall@1"] <= 1
+    text = report.write_report(name, regime, cache, tmp_path / "results", "test").read_text()
+    assert "| none (ImageNet pooled features) | zero-shot | 0 |" in text
 
 
 def test_summary_plot_draws_every_comparison_and_ablation(tmp_path):
