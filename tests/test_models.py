@@ -254,6 +254,32 @@ def test_freeze_bn_option_survives_train_calls():
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
+def test_freeze_stages_freezes_exactly_the_first_stages_by_name():
+    # EfficientNet-Lite0: stem, 7 MBConv stages of 1-2-2-3-3-4-1 blocks, head
+    net = EmbeddingNet("efficientnet_lite0", embedding_dim=8, freeze_stages=3)
+    frozen = {n for n, p in net.named_parameters() if not p.requires_grad}
+    expected = ("backbone.net._conv_stem.", "backbone.net._bn0.", "backbone.net._blocks.0.",
+                "backbone.net._blocks.1.", "backbone.net._blocks.2.")
+    assert frozen == {n for n, _ in net.named_parameters() if n.startswith(expected)}
+    assert any(n.startswith("backbone.net._blocks.3.") for n, _ in net.named_parameters())
+    net(torch.randn(2, 3, 64, 64)).sum().backward()
+    grads = {n for n, p in net.named_parameters() if p.grad is not None}
+    assert grads == {n for n, _ in net.named_parameters()} - frozen
+    resnet = EmbeddingNet("resnet50", embedding_dim=8, freeze_stages=2)  # stem + layer1
+    frozen = {n.split(".")[1] for n, p in resnet.named_parameters() if not p.requires_grad}
+    assert frozen == {"0", "1", "4"}  # conv1, bn1, layer1 (backbone indexes of the Sequential)
+    assert all(p.requires_grad for p in EmbeddingNet("efficientnet_lite0", embedding_dim=8).parameters())
+
+
+@pytest.mark.parametrize(("backbone", "k", "match"), [
+    ("efficientnet_lite0", 10, r"freeze_stages must be in \[0, 9\]"),
+    ("small_cnn", 1, "does not define stages"),
+])
+def test_freeze_stages_errors(backbone, k, match):
+    with pytest.raises(ValueError, match=match):
+        EmbeddingNet(backbone, embedding_dim=8, freeze_stages=k)
+
+
 # ---------------------------------------------------------------- weights files and errors
 
 

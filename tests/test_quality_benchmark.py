@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import math
@@ -12,12 +13,16 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))  # the quality_bench package, as when quality.py runs
+
+from quality_bench import plan, report, runner, stats  # noqa: E402
+from quality_bench.grid import grid  # noqa: E402
+from quality_bench.regimes import METRICS, REGIMES, last_wins, memvir_settings, scaled_memvir  # noqa: E402
 
 
 def _load_quality():
     spec = importlib.util.spec_from_file_location("quality", REPO / "benchmarks" / "quality.py")
     module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 
@@ -28,15 +33,15 @@ quality = _load_quality()
 def test_difference_is_welch_standard_error():
     a, b = [80.0, 82.0, 84.0], [78.0, 79.0]
     # by hand: means 82 and 78.5; variances 4 and 0.5 -> SE = sqrt(4/3 + 0.5/2)
-    diff, se = quality.difference(a, b)
+    diff, se = stats.difference(a, b)
     assert diff == pytest.approx(3.5)
     assert se == pytest.approx(math.sqrt(4 / 3 + 0.25))
-    assert math.isnan(quality.difference([1.0], [2.0, 3.0])[1])
+    assert math.isnan(stats.difference([1.0], [2.0, 3.0])[1])
 
 
 def test_grid_orders_main_runs_before_ablations_and_names_them_uniquely():
-    regime = quality.REGIMES["glyphs_cnn"]
-    specs = quality.grid(regime, ["norm_softmax"], [0, 1], ["N1"], ["equal", "long"])
+    regime = REGIMES["glyphs_cnn"]
+    specs = grid(regime, ["norm_softmax"], [0, 1], ["N1"], ["equal", "long"])
     e = regime.epochs
     assert [s.name for s in specs] == [
         f"norm_softmax-base-e{e}-s0", f"norm_softmax-memvir-e{e}-s0",
@@ -48,13 +53,44 @@ def test_grid_orders_main_runs_before_ablations_and_names_them_uniquely():
     assert "memvir.num_steps=1" in specs[-1].overrides(regime)
     assert "memvir=none" in specs[0].overrides(regime)
     with pytest.raises(ValueError, match="unknown ablation"):
-        quality.grid(regime, ["norm_softmax"], [0], ["N99"], ["equal"])
+        grid(regime, ["norm_softmax"], [0], ["N99"], ["equal"])
     # a training-setting ablation runs in both arms; regime MemVir overrides reach MemVir only
-    both = quality.grid(quality.REGIMES["glyphs_cjk_cnn"], ["norm_softmax"], [0], ["const"], ["equal"])
+    cjk = REGIMES["glyphs_cjk_cnn"]
+    both = grid(cjk, ["norm_softmax"], [0], ["const"], ["equal"])
     assert [s.name for s in both[2:]] == ["norm_softmax-memvir-const-e4-s0", "norm_softmax-base-const-e4-s0"]
-    assert "module.lr_schedule=constant" in both[-1].overrides(quality.REGIMES["glyphs_cjk_cnn"])
-    assert "memvir.warmup_epochs=1" in both[1].overrides(quality.REGIMES["glyphs_cjk_cnn"])
-    assert "memvir.warmup_epochs=1" not in both[0].overrides(quality.REGIMES["glyphs_cjk_cnn"])
+    assert "module.lr_schedule=constant" in both[-1].overrides(cjk)
+    assert "memvir.warmup_epochs=1" in both[1].overrides(cjk)
+    assert "memvir.warmup_epochs=1" not in both[0].overrides(cjk)
+    # every trained run evaluates the test split at each validation
+    assert all(any("SplitEvaluation" in o for o in s.overrides(regime)) for s in specs)
+
+
+def test_emoji_regimes_scale_the_official_settings():
+    # (v), CARS-like: the zero-shot row first (no training overrides); the baseline's step decay
+    # at 50/130 of its own epochs; MemVir N scaled to 8 steps per epoch, M kept; Proxy-NCA's own N, M
+    few = REGIMES["emoji_effnet_few"]
+    specs = grid(few, ["norm_softmax", "proxy_nca"], [0], [], ["equal", "long"])
+    assert specs[0].name == "zero_shot" and not any("loss=" in o for o in specs[0].overrides(few))
+    assert "+trainer.limit_train_batches=8" in specs[0].overrides(few)
+    by_name = {s.name: s.overrides(few) for s in specs}
+    assert by_name["norm_softmax-base-e20-s0"][-3:] == [
+        "module.lr_schedule=step", "module.lr_decay_step=8", "module.lr_decay_stop=8"]  # 50/130 x 20 = 7.7
+    assert "module.lr_decay_step=15" in by_name["norm_softmax-base-e40-s0"]  # 50/130 x 40 = 15.4
+    # official span 45 x 11 / 63 = 7.86 epochs = 62.9 steps at 8 a epoch: N = 62.9 / 11 = 5.7 -> 6
+    assert by_name["norm_softmax-memvir-e20-s0"][-4:] == [
+        "module.lr_schedule=constant", "memvir.num_steps=6", "memvir.step_gap=10", "memvir.warmup_epochs=6"]
+    # Proxy-NCA: 20 x 26 / 63 x 8 / 26 = 2.54 -> N=3, M=25 (replacing the NormSoftmax values)
+    assert by_name["proxy_nca-memvir-e20-s0"][-4:] == [
+        "module.lr_schedule=constant", "memvir.num_steps=3", "memvir.step_gap=25", "memvir.warmup_epochs=6"]
+    # (iv), SOP-like: N=5 kept, M+1 = 5 x 101 / 465 x 40 / 5 = 8.7 -> M = 8
+    sop = REGIMES["emoji_effnet"]
+    assert grid(sop, ["norm_softmax"], [0], [], ["equal"])[2].overrides(sop)[-3:] == [
+        "memvir.num_steps=5", "memvir.step_gap=8", "memvir.warmup_epochs=1"]
+    assert scaled_memvir(45, 10, 63, 63) == (45, 10) == scaled_memvir(45, 10, 63, 63, keep="steps")
+    assert scaled_memvir(45, 10, 63, 1) == (1, 10) and scaled_memvir(45, 10, 63, 1, keep="steps") == (45, 0)
+    with pytest.raises(ValueError, match="keep must be"):
+        scaled_memvir(45, 10, 63, 8, keep="both")
+    assert last_wins("a=1", "b=2", "a=3") == ("a=3", "b=2")
 
 
 def _record(memvir, ablation, seed, r1, epochs=8):
@@ -67,7 +103,7 @@ def test_ablation_rows_compare_with_default_memvir_and_the_matching_baseline():
     records += [_record(True, "", s, 86 + s) for s in (0, 1)]
     records += [_record(True, "N1", s, 88 + 2 * s) for s in (0, 1)]
     records += [_record(True, "const", 0, 85), _record(False, "const", 0, 89)]
-    rows = quality.ablation_rows(quality.group(records))[2:]
+    rows = report.ablation_rows(stats.group(records))[2:]
     n1 = next(r for r in rows if " N1 " in r)
     # N1 mean 89 (std 1.41); default MemVir 86.5, baseline 90.5 (std 0.71 each)
     se = math.sqrt(2 / 2 + 0.5 / 2)
@@ -77,6 +113,76 @@ def test_ablation_rows_compare_with_default_memvir_and_the_matching_baseline():
     # one seed: the baseline with the same (constant-lr) setting, not the default baseline
     assert const.endswith("| -1.00 | -4.00 |")
     assert not any("baseline const" in r for r in rows)
+
+
+def _audited(memvir, epochs, seed, selected, curve):
+    """A record whose test (and per-epoch test curve) has R@1 and MAP@R = R-Precision, in %."""
+    def metrics(r1, mapr):
+        return {"test/recall@1": r1 / 100, "test/r_precision": mapr / 100, "test/map@r": mapr / 100}
+    return {"loss": "norm_softmax", "memvir": memvir, "ablation": "", "epochs": epochs, "seed": seed,
+            "test": metrics(*selected),
+            "test_curve": [{"epoch": 2 * (i + 1), **metrics(*row)} for i, row in enumerate(curve)]}
+
+
+def test_protocol_audit_on_a_hand_worked_example():
+    records = [
+        # baseline E=10: (a) R@1 80, 82 -> 81; (b) 82, 82 -> 82. MAP@R best at another epoch than R@1
+        _audited(False, 10, 0, (80, 45), [(78, 40), (80, 45), (82, 41)]),
+        _audited(False, 10, 1, (82, 44), [(82, 44), (81, 43)]),
+        # MemVir E=10: (a) 79, 77 -> 78; (b) 83, 79 -> 81
+        _audited(True, 10, 0, (79, 40), [(79, 40), (83, 42)]),
+        _audited(True, 10, 1, (77, 40), [(77, 40), (79, 41)]),
+        # MemVir E=20: (a) 84, 82 -> 83; (b) 86, 85 -> 85.5
+        _audited(True, 20, 0, (84, 50), [(80, 48), (84, 50), (86, 49)]),
+        _audited(True, 20, 1, (82, 50), [(85, 51), (82, 50)]),
+        {**_record(False, "", 2, 99, epochs=10)},  # no test curve (before issue 12): not audited
+    ]
+    assert len(stats.audited(records)) == 6
+    groups = stats.group(stats.audited(records))
+    assert stats.best_test(records[0], "recall@1") == pytest.approx(82)  # per metric on its own:
+    assert stats.best_test(records[0], "map@r") == pytest.approx(45)  # epoch 4, not R@1's epoch 6
+    # ours -3 (78 - 81); budget: MemVir at 2E, (a): 83 - 81 = +2, i.e. +5; protocol: (b) at 2E vs E
+    # 85.5 - 82 = +3.5, i.e. +1.5 over (a); official +3.5 = -3 + 5 + 1.5
+    assert tuple(stats.decompose(groups, "norm_softmax", 10, "recall@1")) == pytest.approx((-3, 5, 1.5, 3.5))
+    # MAP@R: base (a) 44.5, (b) 44.5; MemVir E (a) 40, E2 (a) 50, (b) 50.5: -4.5, +10, +0.5, +6
+    assert tuple(stats.decompose(groups, "norm_softmax", 10, "map@r")) == pytest.approx((-4.5, 10, 0.5, 6))
+    assert stats.decompose(groups, "norm_softmax", 20, "recall@1") is None  # no baseline at 20
+    # (b) - (a) of the baseline: R@1 (2, 0) -> mean 1, std sqrt(2)
+    assert stats.protocol_gain(groups[("norm_softmax", False, "", 10)], "recall@1") == pytest.approx((1, math.sqrt(2)))
+
+    rows = report.audit_rows(groups)
+    # equal epochs, (b): MemVir (83, 79) vs baseline (82, 82): -1 ± sqrt(8/2 + 0)
+    equal_b = next(r for r in rows if "equal epochs (E=10) | (b)" in r)
+    assert "| 2/2 | -1.00 ± 2.00 |" in equal_b
+    long_a = next(r for r in rows if "2x longer (E=20 vs 10) | (a)" in r)
+    assert "| 2/2 | +2.00 ± 1.41 |" in long_a  # (84, 82) vs (80, 82): SE sqrt(2/2 + 2/2)
+    section = "\n".join(report.audit_section(records))
+    assert "6 of 7 runs" in section
+    assert "| NormSoftmax | 10 | recall@1 | -3.00 | +5.00 | +1.50 | +3.50 |" in section
+    assert report.audit_section([_record(False, "", 0, 90)]) == []
+
+
+def test_read_curves_and_repo_relative_paths(tmp_path):
+    (tmp_path / "csv").mkdir()
+    (tmp_path / "csv" / "metrics.csv").write_text(
+        "epoch,step,train/loss,val/map@r,val/recall@1,test_during_fit/map@r,test_during_fit/recall@1\n"
+        ",9,1.5,,,,\n"  # a step row without an epoch
+        "1,19,,0.3,0.6,0.2,0.5\n"
+        "3,39,,0.4,0.7,0.25,0.55\n")
+    val, test = runner.read_curves(tmp_path)
+    assert val == [{"epoch": 2, "val/map@r": 0.3, "val/recall@1": 0.6},
+                   {"epoch": 4, "val/map@r": 0.4, "val/recall@1": 0.7}]
+    assert test == [{"epoch": 2, "test/map@r": 0.2, "test/recall@1": 0.5},
+                    {"epoch": 4, "test/map@r": 0.25, "test/recall@1": 0.55}]
+    assert runner.repo_relative(REPO / "benchmarks" / "quality_work" / "x") == "benchmarks/quality_work/x"
+    assert runner.repo_relative(tmp_path) == str(tmp_path)  # outside the repository: as given
+
+
+def test_committed_run_records_hold_no_absolute_paths():
+    for path in (REPO / "benchmarks" / "results" / "runs").glob("*/*.json"):
+        record = json.loads(path.read_text())
+        for key in ("run_dir", "test_checkpoint"):
+            assert not str(record.get(key) or "").startswith("/"), (path, key, record[key])
 
 
 @pytest.mark.slow
@@ -96,26 +202,107 @@ def test_tiny_benchmark_reports_the_runs_metrics(tmp_path, monkeypatch):
         # the per-epoch curve read from the csv log holds the selected epoch's val metrics
         curve_row = next(r for r in cached["val_curve"] if r["epoch"] == metrics["best"]["epoch"])
         assert curve_row["val/map@r"] == pytest.approx(metrics["best"]["val/map@r"], abs=1e-6)
+        # the test split evaluated during fit (SplitEvaluation) at the selected epoch equals
+        # trainer.test of that epoch's checkpoint (DMLModule.test_step): the same number two ways
+        (test_row,) = cached["test_curve"]
+        assert test_row["epoch"] == metrics["best"]["epoch"] == 1
+        for m in ("recall@1", "recall@8", "r_precision", "map@r"):
+            assert test_row[f"test/{m}"] == pytest.approx(metrics["test"][f"test/{m}"], abs=1e-6)
         runs[name] = metrics["test"]
+    zero_shot = json.loads((out / "runs" / "tiny" / "zero_shot.json").read_text())
+    assert zero_shot["epochs"] == 0 and zero_shot["test_curve"][0]["test/recall@1"] == zero_shot["test"]["test/recall@1"]
+    assert 0 < zero_shot["best"]["val/recall@1"] <= 1
 
     text = table.read_text()
     assert "This report: `python benchmarks/quality.py --tiny" in text
-    assert f"- `python benchmarks/quality.py --tiny --out {out} --work-dir {work}`: 2 runs" in text
+    assert f"- `python benchmarks/quality.py --tiny --out {out} --work-dir {work}`: 3 runs" in text
     assert (out / "quality_tiny_val_recall.png").stat().st_size > 1000
     for name, method in (("norm_softmax-base-e1-s0", "baseline"), ("norm_softmax-memvir-e1-s0", "MemVir")):
         row = re.search(rf"^\| NormSoftmax \| {method} \| 1 \| 1 \| 1 \| (.*)$", text, re.M)
         assert row, text
         cells = [c.strip() for c in row.group(1).split("|")]
-        expected = [f"{100 * runs[name][f'test/{m}']:.2f}" for m in quality.METRICS]
-        assert cells[: len(quality.METRICS)] == expected
+        expected = [f"{100 * runs[name][f'test/{m}']:.2f}" for m in METRICS]
+        assert cells[: len(METRICS)] == expected
+    assert re.search(r"^\| none \(ImageNet pooled features\) \| zero-shot \| 0 \| 1 \| 0 \| ", text, re.M)
     delta = re.search(r"^\| NormSoftmax \| equal epochs \(E=1\) \| 1/1 \| ([^|]+)\|", text, re.M)
     base, mem = runs["norm_softmax-base-e1-s0"], runs["norm_softmax-memvir-e1-s0"]
     expected_delta = 100 * mem["test/recall@1"] - 100 * base["test/recall@1"]
     assert delta and delta.group(1).strip() == f"{expected_delta:+.2f}"
+    assert "## Protocol audit" in text and "3 of 3 runs" in text
 
     # finished runs are cached: a second call trains nothing
-    monkeypatch.setattr(quality, "run_one", lambda *a, **k: pytest.fail("a cached run was retrained"))
+    monkeypatch.setattr(runner, "run_one", lambda *a, **k: pytest.fail("a cached run was retrained"))
     assert quality.main(["--tiny", "--out", str(out), "--work-dir", str(work)]).read_text() == text
+
+
+def test_plan_predicts_training_and_both_evaluations():
+    # 160 steps of 2 s; 2 validations of val + test (2,000 + 5,000 images) and the final test
+    # (5,000) at 6 ms per image: 320 + 0.006 x 19,000 = 434 s
+    assert plan.predicted_seconds(160, 2.0, 2, 2000, 5000, 0.006) == pytest.approx(434)
+
+
+@pytest.mark.slow
+def test_plan_measures_the_regime_on_its_data(tmp_path):
+    import torch
+
+    torch.set_num_threads(1)
+    text = quality.main(["--tiny", "--plan", "--out", str(tmp_path / "results"), "--work-dir", str(tmp_path / "w")])
+    sizes = re.search(r"images train/val/test: (\d+)/(\d+)/(\d+); training batches of 32: (\d+) "
+                      r"\(the regime's epoch: 3 steps\)", text)
+    assert sizes and int(sizes.group(4)) >= 3, text  # the class-balanced sampler sets the batches
+    step = float(re.search(r"training step ([\d.]+) s", text).group(1))
+    ms = float(re.search(r"evaluation ([\d.]+) ms per image", text).group(1))
+    minutes = float(re.search(r"E=1: 3 steps, predicted ([\d.]+) min", text).group(1))
+    val, test = int(sizes.group(2)), int(sizes.group(3))
+    expected = plan.predicted_seconds(3, step, 1, val, test, ms / 1000) / 60
+    assert minutes == pytest.approx(expected, abs=0.06)  # the printed figures are rounded
+
+
+@pytest.mark.parametrize(("name", "data"), [("emoji_effnet", "emoji"), ("emoji_effnet_few", "emoji_few")])
+def test_emoji_regimes_compose_with_the_emoji_data_configs(tmp_path, name, data):
+    from memvir_pl.config import CONFIG_DIR, compose_config
+
+    if not (CONFIG_DIR / "data" / f"{data}.yaml").is_file():
+        pytest.skip(f"conf/data/{data}.yaml not there yet (the emoji data set of issue 12)")
+    regime = REGIMES[name]
+    for spec in grid(regime, ["norm_softmax", "proxy_anchor", "proxy_nca"], [0], [], ["equal", "long"]):
+        cfg = compose_config(spec.overrides(regime), tmp_path)
+        assert (cfg.model.freeze_stages, cfg.data.image_size, cfg.data.m_per_class) == (4, 48, None)
+
+
+def _miniature(regime, data: str):
+    """``regime`` on the glyph Latin subset instead of ``data``: 2 epochs of 2 steps of 32,
+    validated after the second, MemVir on from the first step."""
+    stand_in = ("data=glyphs", "data.options.chars='U+0041-U+005A, U+0061-U+007A'", "data.batch_size=32")
+    overrides = tuple(o for o in regime.overrides if o != f"data={data}")
+    assert len(overrides) == len(regime.overrides) - 1, regime.overrides
+    return dataclasses.replace(regime, overrides=last_wins(*stand_in, *overrides, "check_every=2"), epochs=2,
+                               steps_per_epoch=2, loss_memvir_overrides={},
+                               memvir_overrides=last_wins(*regime.memvir_overrides, *memvir_settings(1, 0, 0)))
+
+
+@pytest.mark.slow
+def test_emoji_regime_end_to_end_on_the_glyph_stand_in(tmp_path):
+    """Regime (v)'s model and protocol (EfficientNet-Lite0 ImageNet weights, frozen stages, the
+    baseline's step decay and MemVir's constant lr, the zero-shot row) run end to end on glyphs;
+    regime (iv) differs only in its overrides (composed above)."""
+    import torch
+
+    torch.set_num_threads(1)
+    name = "emoji_effnet_few"
+    regime = _miniature(REGIMES[name], "emoji_few")
+    work, cache = tmp_path / "work" / name, tmp_path / "runs" / name
+    runner.run_grid(name, grid(regime, ["norm_softmax"], [0], [], ["equal"]), regime, work, cache, "test")
+    records = {r["name"]: r for r in runner.load_records(cache)}
+    assert set(records) == {"zero_shot", "norm_softmax-base-e2-s0", "norm_softmax-memvir-e2-s0"}
+    for run in ("norm_softmax-base-e2-s0", "norm_softmax-memvir-e2-s0"):
+        assert [row["epoch"] for row in records[run]["test_curve"]] == [2]
+        assert "model.freeze_stages=4" in records[run]["overrides"]
+    assert "module.lr_schedule=constant" in records["norm_softmax-memvir-e2-s0"]["overrides"]
+    assert "module.lr_schedule=step" in records["norm_softmax-base-e2-s0"]["overrides"]
+    assert 0 < records["zero_shot"]["test"]["test/recall@1"] <= 1
+    text = report.write_report(name, regime, cache, tmp_path / "results", "test").read_text()
+    assert "| none (ImageNet pooled features) | zero-shot | 0 |" in text
 
 
 def test_summary_plot_draws_every_comparison_and_ablation(tmp_path):
@@ -125,13 +312,13 @@ def test_summary_plot_draws_every_comparison_and_ablation(tmp_path):
     runs.mkdir(parents=True)
     for i, r in enumerate(records):
         (runs / f"{i}.json").write_text(json.dumps(r))
-    groups = quality.group(quality.load_records(runs))
-    assert [label for _, label, _, _ in quality.comparisons(groups)] == [
+    groups = stats.group(runner.load_records(runs))
+    assert [c.label for c in stats.comparisons(groups)] == [
         "equal epochs (E=8)", "MemVir 2x longer (E=16 vs 8)"]
-    path = quality.summary_plot(["glyphs_cnn", "glyphs_cjk_cnn"], tmp_path / "runs", tmp_path / "s.png")
+    path = report.summary_plot(["glyphs_cnn", "glyphs_cjk_cnn"], tmp_path / "runs", tmp_path / "s.png")
     assert path.stat().st_size > 1000
     with pytest.raises(FileNotFoundError, match="no cached runs"):
-        quality.summary_plot(["glyphs_cjk_cnn"], tmp_path / "runs", tmp_path / "t.png")
+        report.summary_plot(["glyphs_cjk_cnn"], tmp_path / "runs", tmp_path / "t.png")
 
 
 def _load_benchmark(name):

@@ -54,6 +54,10 @@ class ResNetFeatures(nn.Sequential):
         super().__init__(*[m for name, m in net.named_children() if name not in ("avgpool", "fc")])
         self.out_channels = net.fc.in_features
 
+    def stages(self) -> list[nn.Module]:
+        """Input to output: the stem (conv1, bn1, relu, maxpool), then ``layer1`` .. ``layer4``."""
+        return [nn.ModuleList(list(self)[:4]), *list(self)[4:]]
+
 
 class EfficientNetFeatures(nn.Module):
     """EfficientNet up to its head conv, before pooling and ``_fc``.
@@ -69,6 +73,31 @@ class EfficientNetFeatures(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net.extract_features(x)
+
+    def stages(self) -> list[nn.Module]:
+        """Input to output: the stem (``_conv_stem``, ``_bn0``), the MBConv stages (a stage starts
+        at the block that changes the width: 7 for Lite0, of 1-2-2-3-3-4-1 blocks), then the head
+        (``_conv_head``, ``_bn1``): 9 in all."""
+        groups: list[list[nn.Module]] = []
+        for block in self.net._blocks:
+            if not groups or block._block_args.input_filters != block._block_args.output_filters:
+                groups.append([])
+            groups[-1].append(block)
+        return [nn.ModuleList([self.net._conv_stem, self.net._bn0]), *map(nn.ModuleList, groups),
+                nn.ModuleList([self.net._conv_head, self.net._bn1])]
+
+
+def backbone_stages(backbone: nn.Module) -> list[nn.Module]:
+    """The stages of a feature extractor from :func:`build_backbone`, input to output.
+
+    Raises:
+        ValueError: the backbone does not define stages (BN-Inception, the small CNN).
+    """
+    if not hasattr(backbone, "stages"):
+        raise ValueError(f"backbone {type(backbone).__name__} does not define stages to freeze; "
+                         "model.freeze_stages works with efficientnet_lite0 and resnet50 "
+                         "(set model.freeze_stages=0)")
+    return backbone.stages()
 
 
 def _bninception(in_channels: int) -> nn.Module:

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from memvir_pl.models.backbones import build_backbone
+from memvir_pl.models.backbones import backbone_stages, build_backbone
 from memvir_pl.models.pooling import GlobalPool
 
 
@@ -51,6 +51,9 @@ class EmbeddingNet(nn.Module):
         in_channels: image channels.
         normalize: L2-normalise the output.
         freeze_bn: keep every BatchNorm layer in eval mode, also after ``train()``.
+        freeze_stages: k: the parameters of the backbone's first k stages (stem first, see
+            ``stages()`` of ``efficientnet_lite0`` and ``resnet50``) get ``requires_grad=False``;
+            the optimiser skips them and the backward pass stops before them.
     """
 
     def __init__(
@@ -63,6 +66,7 @@ class EmbeddingNet(nn.Module):
         in_channels: int = 3,
         normalize: bool = True,
         freeze_bn: bool = False,
+        freeze_stages: int = 0,
     ) -> None:
         super().__init__()
         if embedding_dim < 1:
@@ -78,6 +82,13 @@ class EmbeddingNet(nn.Module):
         nn.init.zeros_(self.embedding.bias)
         self.normalize = normalize
         self.freeze_bn = freeze_bn
+        if freeze_stages:
+            stages = backbone_stages(self.backbone)
+            if not 0 <= freeze_stages <= len(stages):
+                raise ValueError(f"freeze_stages must be in [0, {len(stages)}] for backbone {backbone!r} "
+                                 f"({len(stages)} stages), got {freeze_stages}")
+            for stage in stages[:freeze_stages]:
+                stage.requires_grad_(False)
         self.train()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,65 @@
+"""The runs of a regime: one RunSpec per loss x arm x budget x seed (x ablation), in the order run."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from quality_bench.regimes import ABLATIONS, BOTH_ARMS, COMMON, TEST_CURVE, ZERO_SHOT, Regime
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of the grid (``loss`` = :data:`ZERO_SHOT`: the untrained zero-shot row)."""
+
+    loss: str
+    memvir: bool
+    epochs: int
+    seed: int
+    ablation: str = ""
+    extra: tuple[str, ...] = field(default=())
+
+    @property
+    def name(self) -> str:
+        """The run's file name in the cache (unique within a regime)."""
+        if self.loss == ZERO_SHOT:
+            return ZERO_SHOT
+        method = ("memvir" if self.memvir else "base") + (f"-{self.ablation}" if self.ablation else "")
+        return f"{self.loss}-{method}-e{self.epochs}-s{self.seed}"
+
+    def overrides(self, regime: Regime) -> list[str]:
+        """The Hydra overrides of this run."""
+        if self.loss == ZERO_SHOT:
+            return [*regime.common_overrides(), f"seed={self.seed}"]
+        return [
+            *regime.common_overrides(),
+            f"loss={self.loss}",
+            f"memvir={'default' if self.memvir else 'none'}",
+            f"trainer.max_epochs={self.epochs}",
+            f"seed={self.seed}",
+            *COMMON,
+            TEST_CURVE,
+            *regime.arm_overrides(self.loss, self.memvir, self.epochs),
+            *self.extra,
+        ]
+
+
+def grid(regime: Regime, losses: Sequence[str], seeds: Sequence[int], ablations: Sequence[str],
+         budgets: Sequence[str]) -> list[RunSpec]:
+    """The runs, most important first: the zero-shot row (if the regime has one), the
+    equal-epoch pairs of every seed and loss, then the longer budget (MemVir at 2E, then the
+    baseline at 2E), then the ablations (NormSoftmax MemVir at E with one setting changed,
+    every seed; the baseline too for those in :data:`BOTH_ARMS`)."""
+    e = regime.epochs
+    specs = [RunSpec(ZERO_SHOT, False, 0, 0)] if regime.zero_shot else []
+    specs += [RunSpec(loss, memvir, e, seed) for seed in seeds for loss in losses for memvir in (False, True)]
+    if "long" in budgets:
+        specs += [RunSpec(loss, memvir, 2 * e, seed) for seed in seeds for loss in losses
+                  for memvir in (True, False)]
+    for name in ablations:
+        if name not in ABLATIONS:
+            raise ValueError(f"unknown ablation {name!r}; choose from {sorted(ABLATIONS)}.")
+        arms = (True, False) if name in BOTH_ARMS else (True,)
+        specs += [RunSpec("norm_softmax", memvir, e, seed, name, tuple(ABLATIONS[name]))
+                  for seed in seeds for memvir in arms]
+    return specs

@@ -1,0 +1,140 @@
+"""Running the grid: one run per process call, cached as JSON, shared by workers through lock files.
+
+Each finished run leaves ``<cache>/<run>.json`` (its record: overrides, seconds, the selected
+epoch's val metrics, the test metrics of its checkpoint, and the per-epoch val and test curves
+read from the run's ``csv/metrics.csv``); runs whose JSON exists are skipped, so the grid can be
+run in pieces; a run being trained is claimed by a ``<run>.running`` file (its worker's pid).
+Paths in records are relative to the repository when they lie inside it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from quality_bench.grid import RunSpec
+from quality_bench.regimes import TEST_DURING_FIT, ZERO_SHOT, Regime
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def repo_relative(path: str | Path) -> str:
+    """``path`` relative to the repository if it lies inside it, else absolute (as given)."""
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(REPO)) if resolved.is_relative_to(REPO) else str(path)
+
+
+def read_curves(run_dir: Path) -> tuple[list[dict[str, float]], list[dict[str, float]]]:
+    """Per validated epoch (1-based): the val metrics, and the test metrics logged by
+    SplitEvaluation (renamed ``test/...``), from the run's ``csv/metrics.csv``."""
+    val, test = [], []
+    prefix = f"{TEST_DURING_FIT}/"
+    with open(run_dir / "csv" / "metrics.csv", newline="") as f:
+        for row in csv.DictReader(f):  # epoch-end rows carry the epoch (0-based); others may not
+            if row.get("val/recall@1"):
+                val.append({"epoch": int(row["epoch"]) + 1,
+                            **{k: float(v) for k, v in row.items() if k.startswith("val/") and v}})
+            if row.get(f"{prefix}recall@1"):
+                test.append({"epoch": int(row["epoch"]) + 1, **{"test/" + k.removeprefix(prefix): float(v)
+                                                                for k, v in row.items() if k.startswith(prefix) and v}})
+    return val, test
+
+
+def check_steps_per_epoch(cfg: Any, regime: Regime) -> None:
+    """Raise if the training split holds fewer full batches than the regime's epoch asks for."""
+    import hydra
+
+    if regime.steps_per_epoch is None:
+        return
+    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    batches = len(datamodule.train_dataloader())
+    if batches < regime.steps_per_epoch:
+        raise ValueError(
+            f"the regime's epoch is {regime.steps_per_epoch} steps, but the training split ({cfg.data.get('dataset')}) "
+            f"gives only {batches} batches; lower the regime's steps_per_epoch (and rescale its MemVir settings, "
+            "see benchmarks/quality_bench/regimes.py) or use a larger training split.")
+
+
+def run_one(spec: RunSpec, regime: Regime, work_dir: Path, cache_dir: Path, command: str = "") -> dict[str, Any]:
+    """Train and test one run (in this process), or evaluate the zero-shot row; returns and
+    caches its record, which keeps the ``command`` that started it."""
+    from memvir_pl.config import compose_config
+
+    run_dir = work_dir / spec.name
+    shutil.rmtree(run_dir, ignore_errors=True)  # a run killed before it finished starts afresh
+    overrides = spec.overrides(regime)
+    cfg = compose_config([*overrides, f"paths.cache_dir={work_dir.parent / '.cache'}"], run_dir)
+    check_steps_per_epoch(cfg, regime)
+    start = time.perf_counter()
+    if spec.loss == ZERO_SHOT:
+        from quality_bench.zero_shot import evaluate_pooled_features
+
+        metrics = evaluate_pooled_features(cfg)
+        val_curve, test_curve = [metrics["best"]], [{"epoch": 0, **metrics["test"]}]
+    else:
+        from memvir_pl.train import train
+
+        metrics = train(cfg)
+        val_curve, test_curve = read_curves(run_dir)
+    checkpoint = metrics.get("test_checkpoint")
+    record = {
+        "name": spec.name, "loss": spec.loss, "memvir": spec.memvir, "epochs": spec.epochs,
+        "seed": spec.seed, "ablation": spec.ablation, "overrides": overrides,
+        "seconds": round(time.perf_counter() - start, 1), "best": metrics["best"],
+        "test": metrics["test"],
+        "test_checkpoint": repo_relative(checkpoint) if checkpoint and checkpoint != "final weights" else checkpoint,
+        "val_curve": val_curve, "test_curve": test_curve, "run_dir": repo_relative(run_dir), "command": command,
+    }
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    (cache_dir / f"{spec.name}.json").write_text(json.dumps(record, indent=1))
+    return record
+
+
+def claim(lock: Path) -> bool:
+    """Take a run for this process (a ``.running`` file holding its pid); False when a live
+    process holds it. Several workers started with the same arguments share the grid this way."""
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        pid = lock.read_text().strip()
+        if not pid.isdigit():  # being written by the worker that just created it
+            return False
+        try:
+            os.kill(int(pid), 0)
+            return False
+        except ProcessLookupError:  # its worker died: take the run over
+            lock.unlink(missing_ok=True)
+            return claim(lock)
+    with os.fdopen(fd, "w") as f:
+        f.write(str(os.getpid()))
+    return True
+
+
+def run_grid(label: str, specs: Sequence[RunSpec], regime: Regime, work_dir: Path, cache_dir: Path,
+             command: str) -> None:
+    """Run every spec not cached yet and not claimed by another live worker."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    (work_dir.parent / ".gitignore").write_text("*\n")  # checkpoints: never committed
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    for spec in specs:
+        lock = cache_dir / f"{spec.name}.running"
+        if (cache_dir / f"{spec.name}.json").exists() or not claim(lock):
+            continue
+        print(f"[quality] {label}/{spec.name}", flush=True)
+        try:
+            run_one(spec, regime, work_dir, cache_dir, command)
+        finally:
+            lock.unlink(missing_ok=True)
+
+
+def load_records(cache_dir: Path) -> list[dict]:
+    """Every cached record of a regime, by file name."""
+    return [json.loads(p.read_text()) for p in sorted(cache_dir.glob("*.json"))]
