@@ -89,6 +89,11 @@ def main(argv: Sequence[str] | None = None) -> Path | str:
         path = report.summary_plot(args.summary, out_dir / "runs", out_dir / "quality_summary.png")
         print(path)
         return path
+    if args.data_report and args.data_report.startswith("emoji"):
+        from memvir_pl.data.emoji.__main__ import main as emoji_main
+
+        emoji_main(["report", "--out", str(out_dir)])  # its one report covers emoji and emoji_few
+        return out_dir / "emoji_data.md"
     if args.data_report:
         path = data_report(args.data_report, out_dir, work_dir.parent / ".cache", command)
         print(path.read_text())

@@ -71,7 +71,11 @@ def run_one(spec: RunSpec, regime: Regime, work_dir: Path, cache_dir: Path, comm
     run_dir = work_dir / spec.name
     shutil.rmtree(run_dir, ignore_errors=True)  # a run killed before it finished starts afresh
     overrides = spec.overrides(regime)
-    cfg = compose_config([*overrides, f"paths.cache_dir={work_dir.parent / '.cache'}"], run_dir)
+    import torch
+
+    # the worker's thread count (--threads), which the run's `threads` key would otherwise reset
+    cfg = compose_config([*overrides, f"paths.cache_dir={work_dir.parent / '.cache'}",
+                          f"threads={torch.get_num_threads()}"], run_dir)
     check_steps_per_epoch(cfg, regime)
     start = time.perf_counter()
     if spec.loss == ZERO_SHOT:
