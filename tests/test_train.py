@@ -112,9 +112,9 @@ def test_resume_from_last_ckpt_continues_epoch_optimiser_and_memory(trained_run,
 
 
 def test_last_ckpt_is_the_last_epoch_even_when_the_best_is_earlier(tmp_path):
-    # mode=min on val/recall@1: the first epoch stays "best" while training goes on
+    # the lowest epoch number is "best": the first epoch stays best while training goes on
     cfg = compose_config([*TINY_GLYPHS, "trainer.max_epochs=3", "memvir.warmup_epochs=0", "memvir.step_gap=0",
-                          "callbacks.model_checkpoint.mode=min", *QUIET],
+                          "callbacks.model_checkpoint.monitor=epoch", "callbacks.model_checkpoint.mode=min", *QUIET],
                          tmp_path)
     metrics = train(cfg)
     checkpoints = tmp_path / "checkpoints"
