@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from memvir_pl.checkpoint import CONFIG_KEY, load_checkpoint, load_embedding_model, restore_run
+from memvir_pl.models import EmbeddingNet
 from memvir_pl.train import train
 from tests import data_fixtures
-from tests.hydra_helpers import EXPERIMENTS, QUIET, compose_config, run_module
+from tests.hydra_helpers import EXPERIMENTS, QUIET, REPO, compose_config, run_module
 
 FIXTURE_WRITERS = {"cub": data_fixtures.write_cub, "cars": data_fixtures.write_cars,
                    "sop": data_fixtures.write_sop, "inshop": data_fixtures.write_inshop}
@@ -162,6 +165,22 @@ def test_best_checkpoint_holds_the_weights_only_and_still_evaluates(sparse_valid
     _, _, module = restore_run(load_checkpoint(best_path))
     with torch.no_grad():
         torch.testing.assert_close(module.model.eval()(images), model(images))
+
+
+def test_checkpoint_sizes_benchmark_matches_the_files(sparse_validation_run, monkeypatch):
+    spec = importlib.util.spec_from_file_location("checkpoint_sizes", REPO / "benchmarks" / "checkpoint_sizes.py")
+    sizes = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "checkpoint_sizes", sizes)  # its dataclass looks itself up there
+    spec.loader.exec_module(sizes)
+    out, metrics = sparse_validation_run
+    num_classes = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]["loss.proxies"].shape[0]
+    setup = sizes.Setup("glyphs", num_classes, num_steps=5, step_gap=0, proxy_mode="exact", batch_size=32,
+                        embedding_dim=128, backbone="small_cnn")
+    expected = sizes.checkpoint_bytes(EmbeddingNet("small_cnn", embedding_dim=128), setup)
+    assert expected["memory"] > 0 and expected["optimizer"] > 0
+    for name, path in (("best", Path(metrics["test_checkpoint"])), ("last", out / "checkpoints" / "last.ckpt")):
+        # the tensors' bytes plus a little metadata (config, counters, zip headers)
+        assert 0 < path.stat().st_size - expected[name] < 100_000, name
 
 
 @pytest.mark.skipif(not Path("/proc/self/maps").is_file(), reason="reads the process's memory map (Linux)")
