@@ -4,8 +4,10 @@ A virtual class is a real class's proxy as it was (M+1)·j steps ago (j = 1 … 
 proxies hardly move between snapshots, the virtual class of c is a near copy of c's current
 proxy, yet the loss treats it as a negative of c: the loss then cannot fall below about
 log(1 + n) for NormSoftmax, and the gradient pulls an embedding towards its proxy and pushes
-it from the proxy's copies at once. This script reads MemVir checkpoints (the callback's
-memory is saved in them) and reports, per checkpoint:
+it from the proxy's copies at once. This script reads MemVir checkpoints that hold the
+callback's memory (``last.ckpt``, or the best checkpoints of runs with
+``callbacks.model_checkpoint.save_weights_only=false``, as benchmarks/quality.py writes them)
+and reports, per checkpoint:
 
 - ``cos(W_c, W_c^(j))``: the cosine between each class's current proxy and its snapshot in
   virtual block j, averaged over classes (1.0 = an exact copy);
@@ -44,7 +46,11 @@ def _memory(checkpoint: dict) -> VirtualClassMemory:
                                         proxy_mode=memory_state["proxy_mode"])
             memory.load_state_dict(memory_state)
             return memory
-    raise ValueError("the checkpoint holds no MemVirCallback state: pass checkpoints of MemVir runs")
+    raise ValueError(
+        "the checkpoint holds no MemVirCallback state: pass a MemVir run's last.ckpt, or best checkpoints "
+        "(epoch_*.ckpt) written with callbacks.model_checkpoint.save_weights_only=false (as benchmarks/quality.py "
+        "does); by default they hold the weights only."
+    )
 
 
 def _proxies(checkpoint: dict) -> torch.Tensor:

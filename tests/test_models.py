@@ -68,6 +68,25 @@ def test_embedding_init_is_kaiming_normal_fan_out():
     assert net.embedding_dim == 512 and net.feature_dim == 256
 
 
+def test_embedding_init_default_is_nn_linears_own_as_the_official_memvir_head():
+    torch.manual_seed(0)
+    net = EmbeddingNet("small_cnn", embedding_dim=512, init="default")
+    torch.manual_seed(0)
+    build_backbone("small_cnn", pretrained=False, in_channels=3)  # the same random draws before the head
+    reference = torch.nn.Linear(256, 512)  # the official head: nn.Linear(input_dim, output_dim) as built
+    torch.testing.assert_close(net.embedding.weight, reference.weight, rtol=0, atol=0)
+    torch.testing.assert_close(net.embedding.bias, reference.bias, rtol=0, atol=0)
+    bound = 1 / math.sqrt(256)  # U(±1/sqrt(fan_in)) for weight and bias
+    assert net.embedding.weight.abs().max() <= bound and net.embedding.bias.abs().max() <= bound
+    assert abs(net.embedding.weight.std().item() - bound / math.sqrt(3)) < 0.002
+    assert torch.count_nonzero(net.embedding.bias) == 512
+
+
+def test_unknown_embedding_init_is_explained():
+    with pytest.raises(ValueError, match=r"init must be one of \('default', 'kaiming'\).*got 'xavier'"):
+        EmbeddingNet("small_cnn", embedding_dim=8, init="xavier")
+
+
 def test_parameter_groups_partition_the_model():
     net = EmbeddingNet("small_cnn", embedding_dim=8)
     backbone, head = list(net.backbone_parameters()), list(net.head_parameters())
@@ -358,6 +377,7 @@ def test_hydra_configs_instantiate(name, dim):
     net = instantiate(cfg)
     assert isinstance(net, EmbeddingNet) and net.embedding_dim == dim
     assert net.freeze_bn == (name != "small_cnn")
+    assert cfg.init == "kaiming"  # the paper experiments set model.init=default (official MemVir head)
 
 
 def test_hydra_weights_override(tmp_path):

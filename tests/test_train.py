@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from memvir_pl.checkpoint import CONFIG_KEY, load_checkpoint, load_embedding_model, restore_run
+from memvir_pl.models import EmbeddingNet
 from memvir_pl.train import train
 from tests import data_fixtures
-from tests.hydra_helpers import EXPERIMENTS, QUIET, compose_config, run_module
+from tests.hydra_helpers import EXPERIMENTS, QUIET, REPO, compose_config, run_module
 
 FIXTURE_WRITERS = {"cub": data_fixtures.write_cub, "cars": data_fixtures.write_cars,
                    "sop": data_fixtures.write_sop, "inshop": data_fixtures.write_inshop}
@@ -34,6 +38,18 @@ def test_every_experiment_composes_with_the_published_settings(tmp_path):
     nca = compose_config(["+experiment=cars_proxy_nca"], tmp_path)
     assert nca.loss._target_.endswith("ProxyNCA") and (nca.memvir.num_steps, nca.memvir.step_gap) == (20, 25)
     assert compose_config(["+experiment=sop"], tmp_path).memvir.proxy_mode == "saving"
+
+
+def test_paper_experiments_follow_the_official_recipe(tmp_path):
+    """fp32, nn.Linear's head init, the last partial batch kept, evaluation every 10 (MemVir) / 5 (baselines) epochs."""
+    for name in ("cars", "cars_baseline", "cars_proxy_nca", "cub", "sop", "inshop"):
+        cfg = compose_config([f"+experiment={name}"], tmp_path)
+        assert cfg.trainer.precision == "32-true", name
+        assert cfg.model.init == "default" and cfg.data.drop_last is False, name
+        assert cfg.check_every == (5 if name == "cars_baseline" else 10), name
+        assert cfg.trainer.check_val_every_n_epoch == cfg.check_every, name
+    amp = compose_config(["+experiment=cars", "trainer.precision=16-mixed"], tmp_path)
+    assert amp.trainer.precision == "16-mixed"  # mixed precision stays available by override
 
 
 @pytest.mark.slow
@@ -99,9 +115,9 @@ def test_resume_from_last_ckpt_continues_epoch_optimiser_and_memory(trained_run,
 
 
 def test_last_ckpt_is_the_last_epoch_even_when_the_best_is_earlier(tmp_path):
-    # mode=min on val/recall@1: the first epoch stays "best" while training goes on
+    # the lowest epoch number is "best": the first epoch stays best while training goes on
     cfg = compose_config([*TINY_GLYPHS, "trainer.max_epochs=3", "memvir.warmup_epochs=0", "memvir.step_gap=0",
-                          "callbacks.model_checkpoint.mode=min", *QUIET],
+                          "callbacks.model_checkpoint.monitor=epoch", "callbacks.model_checkpoint.mode=min", *QUIET],
                          tmp_path)
     metrics = train(cfg)
     checkpoints = tmp_path / "checkpoints"
@@ -111,6 +127,82 @@ def test_last_ckpt_is_the_last_epoch_even_when_the_best_is_earlier(tmp_path):
     assert best["epoch"] < last["epoch"]  # the test ran on the monitored best, not on last.ckpt
     assert Path(metrics["test_checkpoint"]).parent == checkpoints
     assert sorted(p.name for p in checkpoints.iterdir()) == [Path(metrics["test_checkpoint"]).name, "last.ckpt"]
+
+
+@pytest.fixture(scope="module")
+def sparse_validation_run(tmp_path_factory) -> tuple[Path, dict]:
+    """3 epochs validated every 2 (epoch 2 only), MemVir on from the start; its directory and metrics."""
+    out = tmp_path_factory.mktemp("every2")
+    cfg = compose_config([*TINY_GLYPHS, "trainer.max_epochs=3", "check_every=2", "memvir.warmup_epochs=0",
+                          "memvir.step_gap=0", *QUIET], out)
+    return out, train(cfg)
+
+
+def test_last_ckpt_is_written_every_epoch_whatever_check_every(sparse_validation_run):
+    out, metrics = sparse_validation_run
+    last = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["epoch"] == 2 and last["global_step"] == 9  # epoch 3, not epoch 2 (the validated one)
+    assert last["callbacks"]["MemVirCallback"]["memory"]["pushes"] == 9
+    assert metrics["final"]["epoch"] == 2
+
+
+def test_best_checkpoint_holds_the_weights_only_and_still_evaluates(sparse_validation_run):
+    out, metrics = sparse_validation_run
+    best_path = Path(metrics["test_checkpoint"])
+    best = torch.load(best_path, weights_only=True)
+    last = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    assert best_path.name == "epoch_001.ckpt" and best["epoch"] == 1
+    assert "callbacks" not in best and "optimizer_states" not in best  # no MemVir memory, no Adam state
+    assert CONFIG_KEY in best and set(best["state_dict"]) == set(last["state_dict"])
+    assert "memory" in last["callbacks"]["MemVirCallback"] and last["optimizer_states"]
+    assert best_path.stat().st_size < (out / "checkpoints" / "last.ckpt").stat().st_size
+    assert set(metrics["test"]) >= {"test/recall@1", "test/map@r"}  # the test ran on it
+    # embedding with it: the model rebuilt from it is the checkpoint's network
+    _, model = load_embedding_model(best_path)
+    weights = {k.removeprefix("model."): v for k, v in best["state_dict"].items() if k.startswith("model.")}
+    assert all(torch.equal(v, weights[k]) for k, v in model.state_dict().items())
+    images = torch.rand(4, 3, 32, 32)
+    _, _, module = restore_run(load_checkpoint(best_path))
+    with torch.no_grad():
+        torch.testing.assert_close(module.model.eval()(images), model(images))
+
+
+def test_checkpoint_sizes_benchmark_matches_the_files(sparse_validation_run, monkeypatch):
+    spec = importlib.util.spec_from_file_location("checkpoint_sizes", REPO / "benchmarks" / "checkpoint_sizes.py")
+    sizes = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "checkpoint_sizes", sizes)  # its dataclass looks itself up there
+    spec.loader.exec_module(sizes)
+    out, metrics = sparse_validation_run
+    num_classes = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]["loss.proxies"].shape[0]
+    setup = sizes.Setup("glyphs", num_classes, num_steps=5, step_gap=0, proxy_mode="exact", batch_size=32,
+                        embedding_dim=128, backbone="small_cnn")
+    expected = sizes.checkpoint_bytes(EmbeddingNet("small_cnn", embedding_dim=128), setup)
+    assert expected["memory"] > 0 and expected["optimizer"] > 0
+    for name, path in (("best", Path(metrics["test_checkpoint"])), ("last", out / "checkpoints" / "last.ckpt")):
+        # the tensors' bytes plus a little metadata (config, counters, zip headers)
+        assert 0 < path.stat().st_size - expected[name] < 100_000, name
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").is_file(), reason="reads the process's memory map (Linux)")
+def test_tools_map_the_checkpoint_instead_of_reading_it(sparse_validation_run):
+    out, _ = sparse_validation_run
+    last = out / "checkpoints" / "last.ckpt"
+    checkpoint = load_checkpoint(last)
+    assert str(last) in Path("/proc/self/maps").read_text()  # the memory is read only when used
+    assert checkpoint["callbacks"]["MemVirCallback"]["memory"]["pushes"] == 9
+
+
+def test_resume_keeps_the_epoch_history_for_final_and_best(sparse_validation_run, tmp_path):
+    out, before = sparse_validation_run
+    cfg = compose_config([*TINY_GLYPHS, "trainer.max_epochs=4", "check_every=2", "memvir.warmup_epochs=0",
+                          "memvir.step_gap=0", f"ckpt_path={out / 'checkpoints' / 'last.ckpt'}", "test=false",
+                          *QUIET], tmp_path)
+    metrics = train(cfg)
+    history = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["callbacks"]["EpochHistory"]
+    assert [row["epoch"] for row in history["epochs"]] == [2, 4]
+    assert history["epochs"][0] == before["final"]  # the epoch validated before the resume
+    assert metrics["final"] == history["epochs"][1]
+    assert metrics["best"] == max(history["epochs"], key=lambda row: row["val/recall@1"])
 
 
 @pytest.mark.slow

@@ -23,6 +23,8 @@ COMMON = (
     "logger=csv",
     f"optimized_metric={SELECT}",
     f"callbacks.model_checkpoint.monitor={SELECT}",
+    # the tested checkpoints keep the MemVir memory, for benchmarks/memvir_drift.py
+    "callbacks.model_checkpoint.save_weights_only=false",
 )
 TEST_CURVE = f"+callbacks.{TEST_DURING_FIT}._target_=memvir_pl.split_eval.SplitEvaluation"
 LOSSES = {

@@ -15,14 +15,18 @@ CONFIG_KEY = "memvir_pl_config"
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The checkpoint dict; a clear error when the file is missing or was not written by memvir_pl.train."""
+    """The checkpoint dict; a clear error when the file is missing or was not written by memvir_pl.train.
+
+    The file is memory-mapped: a tensor is read from disk only when used, so rebuilding the model
+    from ``last.ckpt`` does not read its MemVir memory or optimiser state.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
             f"checkpoint {path} does not exist; pass ckpt_path=<run dir>/checkpoints/last.ckpt "
             "(or epoch_NNN.ckpt) of a memvir_pl.train run."
         )
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     if CONFIG_KEY not in checkpoint:
         raise ValueError(
             f"{path} has no '{CONFIG_KEY}' entry: it was not written by memvir_pl.train, so the model and "

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from memvir_pl.losses.base import VirtualClassLoss
@@ -18,12 +19,31 @@ LR_SCHEDULES = ("constant", "step", "cosine")
 
 
 def step_decay_factor(epochs_done: int, gamma: float, decay_step: int, decay_stop: int | None) -> float:
-    """The official schedule: lr x gamma after every epoch e with e % decay_step == 0 and e <= decay_stop.
+    """The official schedule: lr x gamma at the start of every epoch e (1-based) with
+    e % decay_step == 0 and e <= decay_stop, so epoch e itself already trains at the decayed lr.
 
-    ``epochs_done`` counts finished epochs (the factor applies to epoch epochs_done + 1).
+    ``epochs_done`` counts finished epochs; the factor is the one of epoch epochs_done + 1:
+    ``gamma ** (min(epochs_done + 1, decay_stop) // decay_step)`` (step = stop = 50: epochs 1-49
+    at 1, from epoch 50 on at gamma).
     """
-    last = epochs_done if decay_stop is None else min(epochs_done, decay_stop)
+    epoch = epochs_done + 1
+    last = epoch if decay_stop is None else min(epoch, decay_stop)
     return gamma ** (max(last, 0) // decay_step)
+
+
+class CosineFactor:
+    """The cosine lr factor 0.5 * (1 + cos(pi * step / total_steps)), 1 -> 0, clamped at 0 after the end.
+
+    ``step`` counts optimiser steps done. A callable object rather than a function, so that
+    ``LambdaLR`` saves ``total_steps`` in its state dict (the checkpoint) and a resume
+    restores it: a resumed run keeps the curve of its first fit.
+    """
+
+    def __init__(self, total_steps: int) -> None:
+        self.total_steps = int(total_steps)
+
+    def __call__(self, step: int) -> float:
+        return 0.5 * (1 + math.cos(math.pi * min(step, self.total_steps) / self.total_steps))
 
 
 class DMLModule(pl.LightningModule):
@@ -40,8 +60,11 @@ class DMLModule(pl.LightningModule):
         weight_decay: for both groups; official 1e-4.
         eps: Adam's epsilon; official 0.01.
         lr_schedule: ``"constant"``, ``"step"`` (x ``lr_decay_gamma`` every
-            ``lr_decay_step`` epochs up to ``lr_decay_stop``, the official rule) or
-            ``"cosine"`` (to 0 over ``max_epochs``).
+            ``lr_decay_step`` epochs up to ``lr_decay_stop``, the official rule: see
+            :func:`step_decay_factor`) or ``"cosine"`` (per optimiser step, from lr to 0 over the
+            first fit's ``trainer.estimated_stepping_batches``, i.e. ``max_epochs`` or
+            ``max_steps``, whichever ends training first; a resume keeps that length, whatever
+            ``max_epochs`` it is given, and steps past it train at lr 0).
         k: the Recall@K values of the retrieval metrics.
         metric_backend: kNN backend of the metrics (``"auto"``, ``"torch"``, ``"faiss"``).
 
@@ -134,11 +157,33 @@ class DMLModule(pl.LightningModule):
             factor = lambda epochs_done: step_decay_factor(  # noqa: E731
                 epochs_done, hp.lr_decay_gamma, hp.lr_decay_step, hp.lr_decay_stop
             )
+            interval = "epoch"
         else:
-            total = max(1, int(self.trainer.max_epochs or 1))
-            factor = lambda epochs_done: 0.5 * (1 + math.cos(math.pi * min(epochs_done, total) / total))  # noqa: E731
+            factor = CosineFactor(self._training_steps())
+            interval = "step"
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
+
+    def _training_steps(self) -> int:
+        """The optimiser steps this fit will take (the trainer's ``estimated_stepping_batches``)."""
+        steps = self.trainer.estimated_stepping_batches
+        if not math.isfinite(steps) or steps < 1:
+            raise ValueError(
+                f"DMLModule: lr_schedule='cosine' needs a finite training length, got {steps} optimiser steps; "
+                "set trainer.max_epochs or trainer.max_steps (or use module.lr_schedule=constant)."
+            )
+        return int(steps)
+
+    def on_train_start(self) -> None:
+        schedulers = self.lr_schedulers()
+        scheduler = schedulers[0] if isinstance(schedulers, list) else schedulers
+        factor = getattr(scheduler, "lr_lambdas", [None])[0]
+        if isinstance(factor, CosineFactor) and factor.total_steps != self._training_steps():
+            rank_zero_warn(
+                f"DMLModule: this fit runs to optimiser step {self._training_steps()}, but the resumed cosine "
+                f"schedule keeps its first fit's length of {factor.total_steps} steps (saved in the checkpoint): "
+                "the lr follows that curve and is 0 past its end. Start a new run to change the schedule's length."
+            )
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -63,11 +63,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     memvir = cfg.get("memvir")
     if memvir and memvir.get("_target_"):
         callbacks.append(hydra.utils.instantiate(memvir))
+    history = EpochHistory()  # before the checkpoint callbacks (Lightning runs those last): saved up to date
     trainer: pl.Trainer = hydra.utils.instantiate(
-        cfg.trainer, callbacks=callbacks, logger=instantiate_loggers(cfg.get("logger")) or False
+        cfg.trainer, callbacks=[*callbacks, history], logger=instantiate_loggers(cfg.get("logger")) or False
     )
-    history = EpochHistory()
-    trainer.callbacks.append(history)
     ckpt_path = resolve_path(cfg.get("ckpt_path"))
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
 
@@ -86,7 +85,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 
 class EpochHistory(pl.Callback):
-    """Keeps the validation metrics of every validated epoch (for metrics.json's final and best)."""
+    """Keeps the validation metrics of every validated epoch (for metrics.json's final and best).
+
+    Saved in the checkpoint, so a resumed run's final and best cover the epochs before the resume too.
+    """
 
     def __init__(self) -> None:
         self.epochs: list[dict[str, float]] = []
@@ -97,6 +99,12 @@ class EpochHistory(pl.Callback):
         row = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         if row:
             self.epochs.append({"epoch": trainer.current_epoch + 1, **row})
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epochs": [dict(row) for row in self.epochs]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.epochs = [dict(row) for row in state_dict["epochs"]]
 
     def last(self) -> dict[str, float]:
         return self.epochs[-1] if self.epochs else {}

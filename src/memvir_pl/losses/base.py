@@ -12,11 +12,13 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from functools import partial
 
 import torch
 from torch import Tensor, nn
 
 from memvir_pl.losses.distributed import gather_batch
+from memvir_pl.losses.functional import init_dimension_first_
 
 # (loss, embeddings (B, D), labels (B,), proxies (C*K, D)) ->
 # (embeddings (B', D), labels (B',), proxies (C'*K, D), num_classes C'[, row_weights (B',)])
@@ -123,8 +125,14 @@ class ProxyLoss(VirtualClassLoss):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Kaiming-uniform (a=sqrt(5)), as ``nn.Linear`` and the official Norm-SoftMax."""
-        nn.init.kaiming_uniform_(self.proxies, a=math.sqrt(5))
+        """Kaiming-uniform (a=sqrt(5)) on the (D, C*K) layout, as the official MemVir Norm-SoftMax.
+
+        That code stores proxies as (D, C), so the fan is C: U(-1/sqrt(C*K), 1/sqrt(C*K)), std
+        1/sqrt(3*C*K) (CARS196, C=98: 0.0583); the values are the official tensor's transpose for
+        the same random state. The official repository publishes Norm-SoftMax and Proxy-NCA only;
+        Softmax, CosFace and ArcFace (the paper's other softmax variants) use this same rule.
+        """
+        init_dimension_first_(self.proxies, partial(nn.init.kaiming_uniform_, a=math.sqrt(5)))
 
     def class_proxies(self) -> Tensor:
         return self.proxies

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -9,6 +12,20 @@ from torch import Tensor
 def cosine_matrix(embeddings: Tensor, proxies: Tensor) -> Tensor:
     """Cosine similarity (B, P) of embeddings (B, D) and proxies (P, D), L2-normalised here."""
     return F.normalize(embeddings, dim=1) @ F.normalize(proxies, dim=1).t()
+
+
+def init_dimension_first_(proxies: Tensor, init: Callable[[Tensor], object]) -> Tensor:
+    """Fill class-first proxies (P, D) as ``init`` fills a dimension-first (D, P) tensor; returns proxies.
+
+    The official MemVir code stores its proxies as (D, C) and initialises that tensor, so
+    ``nn.init`` takes fan_in = C and fan_out = D. Filling a (D, P) buffer and copying its
+    transpose gives the same values, from the same random stream, as that code (its proxies
+    transposed).
+    """
+    with torch.no_grad():
+        buffer = proxies.new_empty(proxies.shape[1], proxies.shape[0])
+        init(buffer)
+        return proxies.copy_(buffer.t())
 
 
 def weighted_mean(values: Tensor, row_weights: Tensor | None) -> Tensor:

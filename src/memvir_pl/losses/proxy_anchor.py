@@ -38,7 +38,10 @@ class ProxyAnchor(ProxyLoss):
         self.delta = float(delta)
 
     def reset_parameters(self) -> None:
-        """Kaiming-normal (fan_out), as the official code."""
+        """Kaiming-normal (fan_out) on the class-first (C, D) tensor, as the Proxy-Anchor repository.
+
+        fan_out is C here: N(0, 2/C) (the official MemVir code has no Proxy-Anchor).
+        """
         nn.init.kaiming_normal_(self.proxies, mode="fan_out")
 
     def compute(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -10,6 +12,7 @@ from memvir_pl.losses.functional import (
     check_positive,
     check_proxy_rows,
     cosine_matrix,
+    init_dimension_first_,
     weighted_mean,
 )
 
@@ -33,8 +36,12 @@ class ProxyNCA(ProxyLoss):
         self.scale = check_positive("ProxyNCA", "scale", scale)
 
     def reset_parameters(self) -> None:
-        """Kaiming-normal (fan_out), as the official code."""
-        nn.init.kaiming_normal_(self.proxies, mode="fan_out")
+        """Kaiming-normal (fan_out) on the (D, C) layout, as the official MemVir Proxy-NCA.
+
+        That code stores proxies as (D, C), so fan_out is D: N(0, 2/D), std sqrt(2/D)
+        (D=512: 0.0625); the values are the official tensor's transpose for the same random state.
+        """
+        init_dimension_first_(self.proxies, partial(nn.init.kaiming_normal_, mode="fan_out"))
 
     def compute(
         self, embeddings: Tensor, labels: Tensor, proxies: Tensor, num_classes: int,

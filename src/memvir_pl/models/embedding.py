@@ -13,6 +13,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from memvir_pl.models.backbones import backbone_stages, build_backbone
 from memvir_pl.models.pooling import GlobalPool
 
+HEAD_INITS = ("default", "kaiming")
+
 
 def batchnorm_layers(module: nn.Module) -> list[_BatchNorm]:
     """All BatchNorm layers (1d/2d/3d/Sync) inside ``module``."""
@@ -39,8 +41,7 @@ class EmbeddingNet(nn.Module):
     """Images ``(B, C, H, W)`` -> embeddings ``(B, embedding_dim)``, unit L2 norm by default.
 
     Backbone feature map ``(B, F, h, w)`` -> pooling (``gap``, ``gmp`` or ``gap+gmp``) ->
-    ``Linear(F, embedding_dim)`` (weights kaiming-normal, fan_out; bias 0, as the official
-    code) -> L2 normalisation.
+    ``Linear(F, embedding_dim)`` -> L2 normalisation.
 
     Args:
         backbone: ``bninception``, ``resnet50``, ``efficientnet_lite0`` or ``small_cnn``.
@@ -54,6 +55,10 @@ class EmbeddingNet(nn.Module):
         freeze_stages: k: the parameters of the backbone's first k stages (stem first, see
             ``stages()`` of ``efficientnet_lite0`` and ``resnet50``) get ``requires_grad=False``;
             the optimiser skips them and the backward pass stops before them.
+        init: the head's initialisation: ``"default"`` keeps ``nn.Linear``'s own (weight and
+            bias U(±1/sqrt(F))), as the official MemVir code; ``"kaiming"`` draws the weight
+            kaiming-normal (fan_out, std sqrt(2/embedding_dim)) with bias 0, as the
+            Proxy-Anchor repository.
     """
 
     def __init__(
@@ -67,10 +72,16 @@ class EmbeddingNet(nn.Module):
         normalize: bool = True,
         freeze_bn: bool = False,
         freeze_stages: int = 0,
+        init: str = "kaiming",
     ) -> None:
         super().__init__()
         if embedding_dim < 1:
             raise ValueError(f"embedding_dim must be >= 1, got {embedding_dim}")
+        if init not in HEAD_INITS:
+            raise ValueError(
+                f"EmbeddingNet: init must be one of {HEAD_INITS} (the embedding head's initialisation: "
+                f"'default' = nn.Linear's own, official MemVir; 'kaiming' = Proxy-Anchor's), got {init!r}."
+            )
         self.backbone = build_backbone(
             backbone, pretrained=pretrained, weights=weights, in_channels=in_channels
         )
@@ -78,8 +89,9 @@ class EmbeddingNet(nn.Module):
         self.feature_dim: int = self.backbone.out_channels
         self.embedding_dim = embedding_dim
         self.embedding = nn.Linear(self.feature_dim, embedding_dim)
-        nn.init.kaiming_normal_(self.embedding.weight, mode="fan_out")
-        nn.init.zeros_(self.embedding.bias)
+        if init == "kaiming":
+            nn.init.kaiming_normal_(self.embedding.weight, mode="fan_out")
+            nn.init.zeros_(self.embedding.bias)
         self.normalize = normalize
         self.freeze_bn = freeze_bn
         if freeze_stages:
