@@ -18,8 +18,9 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from memvir_pl.config import CONFIG_DIR, instantiate_callbacks, instantiate_loggers, resolve_path
+from memvir_pl.config import CONFIG_DIR, instantiate_callbacks, instantiate_loggers
 from memvir_pl.losses.base import VirtualClassLoss
+from memvir_pl.preemption import resume_checkpoint
 from memvir_pl.report import print_metrics_table, run_rows
 
 
@@ -64,7 +65,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     )
     history = EpochHistory()
     trainer.callbacks.append(history)
-    ckpt_path = resolve_path(cfg.get("ckpt_path"))
+    ckpt_path = resume_checkpoint(cfg.get("ckpt_path"), Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
 
     metrics: dict[str, Any] = {"final": history.last(), "best": history.best(cfg.optimized_metric)}
