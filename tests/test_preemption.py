@@ -242,3 +242,37 @@ def test_soak_killed_runs_end_bit_identical_to_an_uninterrupted_run(tmp_path):
     assert expected["global_step"] == 2 * STEPS_PER_EPOCH and expected["memory"]["pushes"] == 2 * STEPS_PER_EPOCH
     _assert_same(_final_state(tmp_path / "term"), expected, "SIGTERM x4")
     _assert_same(_final_state(tmp_path / "kill"), expected, "SIGKILL x2")
+
+
+# ---------------------------------------------------------------------- SLURM requeue
+@pytest.mark.parametrize("submitit", [False, True])
+def test_sigusr1_in_a_slurm_job_checkpoints_then_requeues(tmp_path, monkeypatch, submitit):
+    """SLURM's --signal=USR1@N: the step finishes, last.ckpt is written, then the job is requeued with
+    ``scontrol requeue`` or, when a handler was installed before the run (submitit's), by that handler."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "scontrol_calls"
+    (bin_dir / "scontrol").write_text(f"#!/bin/sh\necho \"$@\" >> {calls}\n")
+    (bin_dir / "scontrol").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    handled: list[int] = []
+    before = signal.signal(signal.SIGUSR1, (lambda signum, frame: handled.append(signum)) if submitit
+                           else signal.SIG_DFL)
+    cfg = compose_config([*SOAK, "test=false", "+callbacks.kill._target_=tests.preemption_helpers.SignalAt",
+                          "+callbacks.kill.point=backward:0:2", f"+callbacks.kill.signum={int(signal.SIGUSR1)}"],
+                         tmp_path / "run")
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            train(cfg)
+        assert signal.getsignal(signal.SIGUSR1) is not None  # handlers are given back
+    finally:
+        signal.signal(signal.SIGUSR1, before)
+    assert stopped.value.code == EXIT_RESUMABLE
+    checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["global_step"] == 3
+    assert checkpoint["DMLDataModule"]["train_position"] == {"epoch": 0, "batches_done": 3}
+    if submitit:
+        assert handled == [signal.SIGUSR1] and not calls.exists()
+    else:
+        assert calls.read_text().split() == ["requeue", "4242"]
