@@ -90,10 +90,9 @@ class MemVirCallback(pl.Callback):
         if stage == "fit" and self.loss is not None:
             self.loss.batch_expander = None
 
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._active = trainer.current_epoch >= self.warmup_epochs
-
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        # per batch, not per epoch: a run resumed mid-epoch gets no on_train_epoch_start
+        self._active = trainer.current_epoch >= self.warmup_epochs
         self._in_step = True
         self._stored_this_step = False
 

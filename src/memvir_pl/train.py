@@ -18,9 +18,10 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from memvir_pl.config import CONFIG_DIR, instantiate_callbacks, instantiate_loggers, resolve_path
+from memvir_pl.config import CONFIG_DIR, instantiate_callbacks, instantiate_loggers
 from memvir_pl.config_types import check_config_types
 from memvir_pl.losses.base import VirtualClassLoss
+from memvir_pl.preemption import resume_checkpoint
 from memvir_pl.report import print_metrics_table, run_rows
 from memvir_pl.reproducibility import configure_cpu
 
@@ -67,7 +68,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer: pl.Trainer = hydra.utils.instantiate(
         cfg.trainer, callbacks=[*callbacks, history], logger=instantiate_loggers(cfg.get("logger")) or False
     )
-    ckpt_path = resolve_path(cfg.get("ckpt_path"))
+    ckpt_path = resume_checkpoint(cfg.get("ckpt_path"), Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
 
     metrics: dict[str, Any] = {"final": history.last(), "best": history.best(cfg.optimized_metric)}

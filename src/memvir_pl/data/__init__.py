@@ -5,7 +5,7 @@ from memvir_pl.data.datasets import GlyphDataset, ImageFileDataset, UnreadableIm
 from memvir_pl.data.glyphs import GlyphSet, GlyphSplit, build_glyph_set, load_glyph_set
 from memvir_pl.data.official import DATASETS, load_file_dataset
 from memvir_pl.data.records import ImageList, hold_out_classes
-from memvir_pl.data.sampler import ClassBalancedBatchSampler
+from memvir_pl.data.sampler import ClassBalancedBatchSampler, SeededBatch, ShuffledBatchSampler
 from memvir_pl.data.transforms import GlyphTransform, build_transform
 
 __all__ = [
@@ -18,6 +18,8 @@ __all__ = [
     "GlyphTransform",
     "ImageFileDataset",
     "ImageList",
+    "SeededBatch",
+    "ShuffledBatchSampler",
     "UnreadableImageError",
     "build_glyph_set",
     "build_transform",

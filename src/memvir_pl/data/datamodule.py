@@ -18,9 +18,14 @@ from memvir_pl.data.glyphs import GlyphSet, GlyphSplit
 from memvir_pl.data.glyphs import load_glyph_set as _load_glyph_set
 from memvir_pl.data.official import DATASETS, load_file_dataset
 from memvir_pl.data.records import ImageList, hold_out_classes
-from memvir_pl.data.sampler import ClassBalancedBatchSampler
+from memvir_pl.data.sampler import (
+    ClassBalancedBatchSampler,
+    EpochBatchSampler,
+    ShuffledBatchSampler,
+)
 from memvir_pl.data.splits import DEFAULT_FRACTIONS, SPLITS, check_fractions
 from memvir_pl.data.transforms import build_transform, preset_input
+from memvir_pl.preemption import train_position
 
 GLYPH_DEFAULTS: Mapping[str, Any] = {
     "fonts": "matplotlib",
@@ -124,6 +129,7 @@ class DMLDataModule(pl.LightningDataModule):
         self.hflip = hflip
         self.glyph_summary: Mapping[str, float] | None = None
         self._splits: dict[str, ImageList | GlyphSplit] | None = None
+        self._resume_position: dict[str, int] | None = None  # from a checkpoint, see load_state_dict
 
     @staticmethod
     def _check_options(
@@ -234,27 +240,29 @@ class DMLDataModule(pl.LightningDataModule):
         }
 
     def train_dataloader(self) -> DataLoader:
-        dataset = self.split_dataset("train", train=True)
-        if self.m_per_class is None:
-            return DataLoader(
-                dataset,
-                batch_size=self.batch_size,
-                shuffle=True,
-                drop_last=self.drop_last,
-                generator=torch.Generator().manual_seed(self.seed),
-                **self._loader_kwargs(),
-            )
+        """The training loader: a batch sampler whose batches (and their augmentation seeds) are a
+        function of (seed, epoch); after a mid-epoch restore it starts at the next batch."""
         num_replicas, rank = self._world()
-        sampler = ClassBalancedBatchSampler(
-            self.split("train").labels,
-            batch_size=self.batch_size,
-            m_per_class=self.m_per_class,
-            seed=self.seed,
-            drop_last=self.drop_last,
-            num_replicas=num_replicas,
-            rank=rank,
-        )
-        return DataLoader(dataset, batch_sampler=sampler, **self._loader_kwargs())
+        common = {"seed": self.seed, "drop_last": self.drop_last, "num_replicas": num_replicas, "rank": rank,
+                  "resume": self._resume_position}
+        labels = self.split("train").labels
+        sampler: EpochBatchSampler
+        if self.m_per_class is None:
+            sampler = ShuffledBatchSampler(len(labels), batch_size=self.batch_size, **common)
+        else:
+            sampler = ClassBalancedBatchSampler(labels, batch_size=self.batch_size, m_per_class=self.m_per_class,
+                                                **common)
+        # its own generator: creating the loader's iterator leaves torch's global RNG untouched
+        return DataLoader(self.split_dataset("train", train=True), batch_sampler=sampler,
+                          generator=torch.Generator().manual_seed(self.seed), **self._loader_kwargs())
+
+    # ------------------------------------------------------------------ checkpoint
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in every checkpoint: where the training epoch in progress stands (or ``None``)."""
+        return {"train_position": None if self.trainer is None else train_position(self.trainer)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._resume_position = state_dict.get("train_position")
 
     def _eval_loader(self, name: str) -> DataLoader:
         return DataLoader(

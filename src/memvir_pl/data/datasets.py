@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 
 from memvir_pl.data.glyphs import GlyphSplit
 from memvir_pl.data.records import ImageList
+from memvir_pl.data.sampler import batch_generator
 
 
 class UnreadableImageError(OSError):
@@ -34,7 +35,21 @@ def read_rgb(path: str) -> Image.Image:
         ) from error
 
 
-class ImageFileDataset(Dataset):
+class SeededPILBatches(Dataset):
+    """A dataset of PIL-transformed items whose batches draw their augmentation from the batch's seed."""
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
+        """Items of a batch; for a :class:`SeededBatch` the PIL transforms draw from the batch's
+        seed (torch's global RNG is left as it was), else from torch's global RNG."""
+        generator = batch_generator(indices)
+        if generator is None:
+            return [self[i] for i in indices]
+        with torch.random.fork_rng(devices=[]):
+            torch.set_rng_state(generator.get_state())
+            return [self[i] for i in indices]
+
+
+class ImageFileDataset(SeededPILBatches):
     """Images read from disk with PIL and a PIL transform preset."""
 
     def __init__(self, images: ImageList, transform: Callable[[Image.Image], torch.Tensor]):
@@ -55,7 +70,7 @@ class ImageFileDataset(Dataset):
         return item
 
 
-class ArrayImageDataset(Dataset):
+class ArrayImageDataset(SeededPILBatches):
     """In-memory RGB images (e.g. the rendered emoji) through a PIL transform preset.
 
     Args:
@@ -105,9 +120,11 @@ class GlyphDataset(Dataset):
         return self.__getitems__([index])[0]
 
     def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
-        """Items of a batch (the DataLoader collates them), transformed together."""
+        """Items of a batch (the DataLoader collates them), transformed together; the random
+        augmentation is drawn from the batch's seed (a :class:`SeededBatch`), else from torch's
+        global RNG."""
         index = torch.as_tensor(indices, dtype=torch.int64)
-        images = self.transform(self.images[index])
+        images = self.transform(self.images[index], generator=batch_generator(indices))
         return [
             {"image": image, "label": label, "index": i}
             for image, label, i in zip(images, self.labels[index], index, strict=True)

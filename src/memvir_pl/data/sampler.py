@@ -1,13 +1,34 @@
-"""Class-balanced batch sampler (m images of each of batch_size/m classes), DDP-aware."""
+"""Training batch samplers: order a function of (seed, epoch), DDP-aware, resumable mid-epoch.
+
+Every batch is a :class:`SeededBatch`: the list of item indices plus a seed of its own, from
+which the datasets draw the batch's augmentation. A batch's content then depends only on
+(seed, epoch, position), never on the global RNG, on worker processes or on how far the
+DataLoader prefetched: a run resumed at any batch sees exactly the batches an
+uninterrupted run sees.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DistributedSampler
+
+
+class SeededBatch(list):
+    """A batch of dataset indices (a plain ``list``) with ``seed``, the seed of its augmentation."""
+
+    def __init__(self, indices: Sequence[int], seed: int) -> None:
+        super().__init__(indices)
+        self.seed = seed
+
+
+def batch_generator(indices: Sequence[int]) -> torch.Generator | None:
+    """A CPU generator seeded with the batch's seed (``None`` for a batch without one)."""
+    seed = getattr(indices, "seed", None)
+    return None if seed is None else torch.Generator().manual_seed(int(seed))
 
 
 class _EpochCounter:
@@ -60,28 +81,109 @@ class _ChunkUrn:
         return np.concatenate(first + self._take(self._choose(count - len(first), left_over)))
 
 
-class ClassBalancedBatchSampler(BatchSampler):
+class EpochBatchSampler(BatchSampler):
+    """Base of the training batch samplers: full batches that depend only on ``seed`` and the epoch.
+
+    A subclass gives ``_num_batches()`` (batches of one process-less epoch before rounding) and
+    ``_draw(rng, count)`` (``count`` batches of an epoch from the epoch's generator). Under DDP every
+    rank computes the same list and takes every ``num_replicas``-th batch from ``rank`` on, the
+    count rounded to a multiple of ``num_replicas`` (down with ``drop_last``, else up with further
+    batches). Every batch is a :class:`SeededBatch`.
+
+    Lightning may re-create the sampler with a ``DistributedSampler`` as ``sampler``: its
+    ``num_replicas`` and ``rank`` are then used (its order is not), and it carries the epoch.
+
+    Args:
+        batch_size: items per batch on one process.
+        seed: base seed; an epoch's batches and their seeds are a function of (seed, epoch).
+        drop_last: round the number of batches down instead of up.
+        num_replicas, rank: the DDP world size and this process's rank (default 1, 0).
+        sampler: a DistributedSampler to take ``num_replicas``/``rank``/epoch from.
+        resume: ``{"epoch": e, "batches_done": k}``: the first iteration of epoch ``e`` skips this
+            process's first ``k`` batches (a run resumed mid-epoch); ``None`` skips nothing.
+    """
+
+    def __init__(
+        self,
+        batch_size: int,
+        seed: int = 0,
+        drop_last: bool = True,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+        sampler: DistributedSampler | None = None,
+        resume: Mapping[str, int] | None = None,
+    ) -> None:
+        if isinstance(sampler, DistributedSampler):
+            num_replicas, rank = sampler.num_replicas, sampler.rank
+        self.num_replicas = 1 if num_replicas is None else num_replicas
+        self.rank = 0 if rank is None else rank
+        if not 0 <= self.rank < self.num_replicas:
+            raise ValueError(f"rank {self.rank} is outside [0, num_replicas={self.num_replicas})")
+        self.sampler = sampler if sampler is not None else _EpochCounter()
+        self.batch_size = batch_size
+        self.seed = seed
+        self.drop_last = drop_last
+        self.resume = dict(resume) if resume else None
+        rounding = math.floor if drop_last else math.ceil
+        self._per_rank = rounding(rounding(self._num_batches()) / self.num_replicas)
+        if self._per_rank == 0:
+            raise ValueError(
+                f"the training split makes no full batch of {batch_size} on each of "
+                f"{self.num_replicas} processes; use drop_last=False or a smaller batch"
+            )
+
+    def _num_batches(self) -> float:
+        raise NotImplementedError
+
+    def _draw(self, rng: np.random.Generator, count: int) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    @property
+    def epoch(self) -> int:
+        return self.sampler.epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose order the next iteration yields."""
+        self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        """Batches of a whole epoch on this process (also when resuming mid-epoch)."""
+        return self._per_rank
+
+    def epoch_batches(self, epoch: int) -> list[np.ndarray]:
+        """All ranks' batches of ``epoch`` (rank r gets items r, r + num_replicas, ...)."""
+        return self._draw(np.random.default_rng([self.seed, epoch]), self._per_rank * self.num_replicas)
+
+    def batch_seeds(self, epoch: int) -> np.ndarray:
+        """The augmentation seeds of all ranks' batches of ``epoch``, shape (batches,)."""
+        rng = np.random.default_rng([self.seed, epoch, 1])
+        return rng.integers(0, 2**63 - 1, size=self._per_rank * self.num_replicas)
+
+    def __iter__(self) -> Iterator[SeededBatch]:
+        epoch = self.epoch
+        skip = 0
+        if self.resume is not None and self.resume["epoch"] == epoch:
+            skip = int(self.resume["batches_done"])
+            self.resume = None  # only the first iteration of the resumed epoch is shortened
+        mine = range(self.rank, self._per_rank * self.num_replicas, self.num_replicas)[skip:]
+        batches, seeds = self.epoch_batches(epoch), self.batch_seeds(epoch)
+        for j in mine:
+            yield SeededBatch(batches[j].tolist(), int(seeds[j]))
+
+
+class ClassBalancedBatchSampler(EpochBatchSampler):
     """Batches of ``batch_size // m_per_class`` distinct classes with ``m_per_class`` images each.
 
     An epoch draws every image at least once (classes whose size is not a multiple of m
     repeat some of their images to fill their last group), in ``ceil(K / P)`` batches, or
     ``floor(K / P)`` with ``drop_last``, where K = sum over classes of ceil(n_c / m) and
-    P = batch_size // m. Every batch is full. The epoch's batches depend only on
-    ``seed`` and the epoch (``set_epoch``); under DDP every rank computes the same list and
-    takes every ``num_replicas``-th batch from ``rank`` on, the count rounded to a multiple of
-    ``num_replicas`` (down with ``drop_last``, else up with further batches).
-
-    Lightning may re-create this sampler with a ``DistributedSampler`` as ``sampler``: its
-    ``num_replicas`` and ``rank`` are then used (its order is not), and it carries the epoch.
+    P = batch_size // m. DDP, seeds and resuming: see :class:`EpochBatchSampler`.
 
     Args:
         labels: (N,) class label of every item of the dataset.
         batch_size: items per batch on one process; a multiple of ``m_per_class``.
         m_per_class: images per class in a batch.
-        seed: base seed; an epoch's order is a function of (seed, epoch).
-        drop_last: round the number of batches down instead of up.
-        num_replicas, rank: the DDP world size and this process's rank (default 1, 0).
-        sampler: a DistributedSampler to take ``num_replicas``/``rank``/epoch from.
+        seed, drop_last, num_replicas, rank, sampler, resume: see :class:`EpochBatchSampler`.
     """
 
     def __init__(
@@ -94,6 +196,7 @@ class ClassBalancedBatchSampler(BatchSampler):
         num_replicas: int | None = None,
         rank: int | None = None,
         sampler: DistributedSampler | None = None,
+        resume: Mapping[str, int] | None = None,
     ) -> None:
         labels = np.asarray(labels).reshape(-1)
         if m_per_class < 1 or batch_size % m_per_class:
@@ -108,45 +211,51 @@ class ClassBalancedBatchSampler(BatchSampler):
                 f"a batch of {batch_size} with m_per_class={m_per_class} needs "
                 f"{self.classes_per_batch} classes, but the data has {len(classes)}"
             )
-        if isinstance(sampler, DistributedSampler):
-            num_replicas, rank = sampler.num_replicas, sampler.rank
-        self.num_replicas = 1 if num_replicas is None else num_replicas
-        self.rank = 0 if rank is None else rank
-        if not 0 <= self.rank < self.num_replicas:
-            raise ValueError(f"rank {self.rank} is outside [0, num_replicas={self.num_replicas})")
-        self.sampler = sampler if sampler is not None else _EpochCounter()
-        self.batch_size = batch_size
         self.m_per_class = m_per_class
-        self.seed = seed
-        self.drop_last = drop_last
         order = np.argsort(inverse, kind="stable")
         self.class_indices = np.split(order, np.cumsum(np.bincount(inverse))[:-1])
-        chunks = sum(math.ceil(len(idx) / m_per_class) for idx in self.class_indices)
-        rounding = math.floor if drop_last else math.ceil
-        self._per_rank = rounding(rounding(chunks / self.classes_per_batch) / self.num_replicas)
-        if self._per_rank == 0:
-            raise ValueError(
-                f"{len(labels)} items make no full batch of {batch_size} on each of "
-                f"{self.num_replicas} processes; use drop_last=False or a smaller batch"
-            )
+        super().__init__(batch_size, seed, drop_last, num_replicas, rank, sampler, resume)
 
-    @property
-    def epoch(self) -> int:
-        return self.sampler.epoch
+    def _num_batches(self) -> float:
+        chunks = sum(math.ceil(len(idx) / self.m_per_class) for idx in self.class_indices)
+        return chunks / self.classes_per_batch
 
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose order the next iteration yields."""
-        self.sampler.set_epoch(epoch)
-
-    def __len__(self) -> int:
-        return self._per_rank
-
-    def epoch_batches(self, epoch: int) -> list[np.ndarray]:
-        """All ranks' batches of ``epoch`` (rank r gets items r, r + num_replicas, ...)."""
-        rng = np.random.default_rng([self.seed, epoch])
+    def _draw(self, rng: np.random.Generator, count: int) -> list[np.ndarray]:
         urn = _ChunkUrn(self.class_indices, self.m_per_class, rng)
-        return [urn.draw(self.classes_per_batch) for _ in range(self._per_rank * self.num_replicas)]
+        return [urn.draw(self.classes_per_batch) for _ in range(count)]
 
-    def __iter__(self) -> Iterator[list[int]]:
-        for batch in self.epoch_batches(self.epoch)[self.rank :: self.num_replicas]:
-            yield batch.tolist()
+
+class ShuffledBatchSampler(EpochBatchSampler):
+    """Plain shuffling: an epoch is a permutation of the N items cut into batches.
+
+    ``floor(N / B)`` batches with ``drop_last``, else ``ceil(N / B)`` full batches (the last
+    one, and DDP's rounding, filled up cyclically from the start of the permutation).
+    DDP, seeds and resuming: see :class:`EpochBatchSampler`.
+
+    Args:
+        num_items: N, the dataset's length.
+        batch_size, seed, drop_last, num_replicas, rank, sampler, resume: see :class:`EpochBatchSampler`.
+    """
+
+    def __init__(
+        self,
+        num_items: int,
+        batch_size: int,
+        seed: int = 0,
+        drop_last: bool = True,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+        sampler: DistributedSampler | None = None,
+        resume: Mapping[str, int] | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.num_items = num_items
+        super().__init__(batch_size, seed, drop_last, num_replicas, rank, sampler, resume)
+
+    def _num_batches(self) -> float:
+        return self.num_items / self.batch_size
+
+    def _draw(self, rng: np.random.Generator, count: int) -> list[np.ndarray]:
+        order = np.resize(rng.permutation(self.num_items), (count, self.batch_size))
+        return list(order)

@@ -1,0 +1,325 @@
+"""Runs that survive being stopped: checkpoint on signal, exact mid-epoch resume, atomic checkpoint files.
+
+- :class:`PreemptionCheckpoint` (a callback) turns SIGTERM / SIGUSR1 (configurable) into a
+  checkpoint written after the current optimiser step, then exits with :data:`EXIT_RESUMABLE`.
+  It uses Lightning's own stop path: the signal only sets the trainer's SIGTERM flag at a step
+  boundary, Lightning's loops raise ``SIGTERMException`` there, and the checkpoint is written in
+  ``on_exception`` (as Lightning's ``OnExceptionCheckpoint`` does). Under SLURM it requeues the
+  job (``scontrol requeue``) after the checkpoint; a signal handler installed before the run
+  (e.g. submitit's) is called after the checkpoint instead.
+- The checkpoint holds the global RNG states (torch, CUDA, numpy, random); the datamodule saves
+  the position inside the epoch (:func:`train_position`), and the batch samplers of
+  :mod:`memvir_pl.data.sampler` skip the batches already done.
+- :class:`AtomicCheckpointIO` writes checkpoints to a temporary file in the same directory,
+  fsyncs it and renames it over the old one: a kill during the write leaves the old file.
+- :func:`resume_checkpoint` resolves ``ckpt_path`` (``auto`` = the run's own ``last.ckpt`` when
+  present) and :func:`check_checkpoint` rejects a truncated or corrupt file, naming it.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from fsspec.implementations.local import LocalFileSystem
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning_fabric.utilities.cloud_io import get_filesystem
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+#: Exit status of a run stopped by a signal after writing its checkpoint: "stopped, resumable"
+#: (sysexits' EX_TEMPFAIL, "temporary failure, the user is invited to retry").
+EXIT_RESUMABLE = 75
+
+
+# ---------------------------------------------------------------------- position and RNG state
+def train_position(trainer: pl.Trainer) -> dict[str, int] | None:
+    """Where the training epoch in progress stands: ``{"epoch": e, "batches_done": k}`` (this
+    process's batches of epoch ``e``, counted from 0, that are trained), or ``None`` between epochs.
+
+    ``k`` is the loop's count of batches fetched for training, the count Lightning assumes the
+    train loader skips when it restarts mid-epoch.
+    """
+    fit_loop = trainer.fit_loop
+    epochs = fit_loop.epoch_progress.current
+    if epochs.started <= epochs.processed:  # no epoch in progress (before it, or its batches are all done)
+        return None
+    return {"epoch": int(epochs.processed), "batches_done": int(fit_loop.epoch_loop.batch_progress.current.ready)}
+
+
+def rng_states() -> dict[str, Any]:
+    """The global RNG states of torch (CPU and CUDA), numpy and ``random``, as tensors and numbers
+    (loadable with ``torch.load(weights_only=True)``)."""
+    version, python_state, gauss = random.getstate()
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "python": {"version": version, "state": list(python_state), "gauss": gauss},
+    }
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    """Restore :func:`rng_states` (CUDA states only where as many devices are visible)."""
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    numpy = states["numpy"]
+    np.random.set_state(("MT19937", numpy["keys"].numpy().astype(np.uint32), numpy["pos"],
+                         numpy["has_gauss"], numpy["cached_gaussian"]))
+    python = states["python"]
+    random.setstate((python["version"], tuple(python["state"]), python["gauss"]))
+
+
+# ---------------------------------------------------------------------- checkpoint files
+class CorruptCheckpointError(ValueError):
+    """A checkpoint file that is truncated or damaged."""
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """``torch.save(obj, path)`` that never leaves a partial ``path``: write a temporary file in the
+    same directory, fsync it, ``os.replace`` it over ``path``, fsync the directory. A kill at any
+    moment leaves either the old file or the new one (and at worst a stray ``.NAME.*.tmp``,
+    removed by the next save)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a writer that was killed
+        stale.unlink(missing_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            torch.save(obj, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's ``TorchCheckpointIO`` with atomic local writes (:func:`atomic_torch_save`).
+
+    Lightning's own save goes through an fsspec transaction whose temporary file lives in the
+    system temp directory: when that is another filesystem (tmpfs ``/tmp``, a node-local disk)
+    the final move is a copy, and a kill during it leaves a truncated checkpoint; nothing is
+    fsynced either. Remote paths (``s3://`` ...) keep Lightning's behaviour.
+    Use: ``Trainer(plugins=[AtomicCheckpointIO()])`` (``conf/trainer/cpu.yaml`` does).
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if storage_options is not None or not isinstance(get_filesystem(path), LocalFileSystem):
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        atomic_torch_save(checkpoint, path)
+
+
+def check_checkpoint(path: str | Path) -> None:
+    """Raise :class:`CorruptCheckpointError` naming ``path`` unless it is a complete torch checkpoint
+    (a zip archive whose every member passes its CRC check; reads the file once)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, EOFError, OSError) as error:
+        raise CorruptCheckpointError(
+            f"checkpoint {path} is truncated or not a torch checkpoint ({error}); it was probably cut "
+            "short by a kill or a full disk. Resume from an earlier checkpoint of the run (e.g. "
+            "checkpoints/epoch_NNN.ckpt) or start the run again."
+        ) from error
+    if damaged is not None:
+        raise CorruptCheckpointError(
+            f"checkpoint {path} is damaged: its entry {damaged!r} fails the CRC check. Resume from an "
+            "earlier checkpoint of the run (e.g. checkpoints/epoch_NNN.ckpt) or start the run again."
+        )
+
+
+def resume_checkpoint(ckpt_path: str | None, own_last: str | Path) -> str | None:
+    """The checkpoint a run resumes from, checked: ``None``/``""`` = none, ``"auto"`` = ``own_last``
+    (the run's own ``last.ckpt``) when it exists (a requeued job), else none; otherwise the given
+    path (relative to where the command was started)."""
+    from memvir_pl.config import resolve_path
+
+    if not ckpt_path:
+        return None
+    if ckpt_path == "auto":
+        if not Path(own_last).is_file():
+            return None
+        path = str(own_last)
+    else:
+        path = resolve_path(ckpt_path)
+        assert path is not None
+    check_checkpoint(path)
+    return path
+
+
+# ---------------------------------------------------------------------- the callback
+def _signal_number(name: str | int) -> signal.Signals:
+    try:
+        return signal.Signals(name) if isinstance(name, int) else signal.Signals[str(name).upper()]
+    except (KeyError, ValueError):
+        known = sorted(s.name for s in signal.Signals if s not in (signal.SIGKILL, signal.SIGSTOP))
+        raise ValueError(f"PreemptionCheckpoint: unknown signal {name!r}; use names such as {known[:6]}...") from None
+
+
+def _request_stop(trainer: pl.Trainer, stop: bool = True) -> None:
+    """Set (or clear) the flag Lightning's loops check at step boundaries to raise SIGTERMException."""
+    trainer._signal_connector.received_sigterm = stop
+
+
+def slurm_job_id() -> str | None:
+    """The SLURM job to requeue (``ARRAYJOB_TASK`` for array jobs), ``None`` outside SLURM."""
+    array_job = os.environ.get("SLURM_ARRAY_JOB_ID")
+    if array_job is not None and "SLURM_ARRAY_TASK_ID" in os.environ:
+        return f"{array_job}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    return os.environ.get("SLURM_JOB_ID")
+
+
+def requeue_slurm_job(job_id: str) -> int:
+    """``scontrol requeue JOB`` (as Lightning's SLURM auto-requeue does); its exit status."""
+    print(f"memvir_pl: requeueing SLURM job {job_id}", file=sys.stderr, flush=True)
+    return subprocess.call(["scontrol", "requeue", job_id])
+
+
+class PreemptionCheckpoint(pl.Callback):
+    """Checkpoint and exit on SIGTERM / SIGUSR1 after the current optimiser step; resume exactly.
+
+    While training runs, each signal in ``signals`` is deferred to the next step boundary (after the
+    optimiser step of the batch in progress; after validation when one is in progress or due at
+    that batch). There Lightning raises ``SIGTERMException``; this callback then writes
+    ``dirpath/filename.ckpt`` (model, optimiser, schedulers, loops with the batch position and the
+    loggers' step, callbacks with the MemVir memory, datamodule with the sampler position, and the
+    RNG states), and the process exits with :data:`EXIT_RESUMABLE` (75). Resume with
+    ``ckpt_path=<that file>`` (``memvir_pl.train``: ``ckpt_path=auto`` finds it by itself).
+
+    After the checkpoint: a handler that was installed for the signal before training (e.g.
+    submitit's requeue handler) is called; otherwise, inside a SLURM job and for a signal in
+    ``requeue_signals``, the job is requeued with ``scontrol requeue``.
+
+    Every checkpoint also stores the global RNG states, restored on load.
+
+    Args:
+        dirpath: directory of the checkpoint.
+        filename: file name without ``.ckpt`` (``last``: the signal checkpoint replaces last.ckpt).
+        signals: signal names (or numbers) that stop the run.
+        requeue_signals: those of ``signals`` that requeue a SLURM job (SLURM's ``--signal``
+            warning before the time limit); SIGTERM alone (scancel, or a preemption that SLURM
+            requeues itself) does not.
+    """
+
+    FILE_EXTENSION = ".ckpt"
+
+    def __init__(
+        self,
+        dirpath: str | Path,
+        filename: str = "last",
+        signals: Sequence[str | int] = ("SIGTERM", "SIGUSR1"),
+        requeue_signals: Sequence[str | int] = ("SIGUSR1",),
+    ) -> None:
+        super().__init__()
+        if not filename:
+            raise ValueError("PreemptionCheckpoint: filename must not be empty (e.g. 'last').")
+        self.dirpath = Path(dirpath)
+        self.filename = filename
+        self.signals = [_signal_number(s) for s in signals]
+        self.requeue_signals = {_signal_number(s) for s in requeue_signals}
+        if not self.requeue_signals <= set(self.signals):
+            raise ValueError("PreemptionCheckpoint: requeue_signals must be a subset of signals, got "
+                             f"{sorted(s.name for s in self.requeue_signals)} vs {sorted(s.name for s in self.signals)}.")
+        self.received: signal.Signals | None = None  # the first signal of this run
+        self._before: dict[signal.Signals, Any] = {}  # handlers installed before the run
+        self._installed = False
+
+    @property
+    def ckpt_path(self) -> Path:
+        return self.dirpath / f"{self.filename}{self.FILE_EXTENSION}"
+
+    # ------------------------------------------------------------------ signal handling
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit":  # before Lightning registers its own handlers
+            self._before = {s: signal.getsignal(s) for s in self.signals}
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # signals reach the main thread only; Lightning's own SIGTERM handling stays
+        self.received = None
+        for signum in self.signals:
+            signal.signal(signum, self._on_signal)
+        self._installed = True
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self.received is None:
+            self.received = signal.Signals(signum)
+            print(f"memvir_pl: received {self.received.name}; stopping after the current step to write "
+                  f"{self.ckpt_path}", file=sys.stderr, flush=True)
+
+    def _restore_handlers(self) -> None:
+        if self._installed and threading.current_thread() is threading.main_thread():
+            for signum, handler in self._before.items():
+                signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        self._installed = False
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if self.received is not None:
+            _request_stop(trainer)
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.received is not None:  # finish validation (its metrics are not in checkpoints)
+            _request_stop(trainer, False)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.received is not None and not trainer.sanity_checking:
+            _request_stop(trainer)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.received is not None:
+            _request_stop(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._restore_handlers()
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if not isinstance(exception, SIGTERMException):
+            self._restore_handlers()
+            return
+        trainer.save_checkpoint(self.ckpt_path)
+        exception.code = EXIT_RESUMABLE
+        self._restore_handlers()
+        signum = self.received
+        if trainer.is_global_zero:
+            print(f"memvir_pl: wrote {self.ckpt_path} (epoch {trainer.current_epoch}, step {trainer.global_step}); "
+                  f"exiting with status {EXIT_RESUMABLE}: resume with ckpt_path={self.ckpt_path}",
+                  file=sys.stderr, flush=True)
+        if signum is None:
+            return
+        before = self._before.get(signum)
+        if callable(before):
+            before(signum, None)  # e.g. submitit: pickles the job, requeues it and exits
+        elif signum in self.requeue_signals and trainer.is_global_zero and (job := slurm_job_id()) is not None:
+            requeue_slurm_job(job)
+
+    # ------------------------------------------------------------------ checkpoint
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": rng_states()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        set_rng_states(state_dict["rng"])

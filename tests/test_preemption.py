@@ -1,0 +1,278 @@
+"""Runs that survive being killed: signal checkpoints, exact mid-epoch resume, atomic and checked files."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from memvir_pl.data import ClassBalancedBatchSampler, DMLDataModule, ShuffledBatchSampler
+from memvir_pl.preemption import (
+    EXIT_RESUMABLE,
+    CorruptCheckpointError,
+    atomic_torch_save,
+    resume_checkpoint,
+)
+from memvir_pl.train import train
+from tests.hydra_helpers import QUIET, REPO, compose_config
+from tests.test_data_datamodule import SMALL_GLYPHS
+
+# the glyph default, small: 2 epochs of 8 steps, MemVir from the first step with a block every 2 steps
+SOAK = ["trainer.max_epochs=2", "+trainer.limit_train_batches=8", "+trainer.limit_val_batches=2",
+        "+trainer.limit_test_batches=2", "data.batch_size=64", "data.eval_batch_size=256",
+        "memvir.warmup_epochs=0", "memvir.step_gap=1", "seed=3", "+trainer.enable_progress_bar=false", *QUIET]
+STEPS_PER_EPOCH = 8
+
+
+# ---------------------------------------------------------------------- samplers and data
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("glyph_cache")
+
+
+def test_resumed_sampler_yields_the_rest_of_the_epoch_with_the_same_seeds():
+    labels = np.repeat(np.arange(20), 6)
+    for make in (lambda **kw: ClassBalancedBatchSampler(labels, 12, 3, seed=4, **kw),
+                 lambda **kw: ShuffledBatchSampler(len(labels), 12, seed=4, **kw)):
+        straight = make()
+        straight.set_epoch(2)
+        epoch = list(straight)
+        resumed = make(resume={"epoch": 2, "batches_done": 3})
+        resumed.set_epoch(2)
+        assert len(resumed) == len(epoch)  # Lightning counts the whole epoch
+        rest = list(resumed)
+        assert rest == epoch[3:] and [b.seed for b in rest] == [b.seed for b in epoch[3:]]
+        assert list(resumed) == epoch  # only the first iteration of the epoch is shortened
+        resumed.set_epoch(3)
+        straight.set_epoch(3)
+        assert list(resumed) == list(straight)
+
+
+def test_training_batches_depend_on_seed_and_epoch_only(cache_dir):
+    """The epoch-boundary inexactness of resumed runs: the augmentation drew from torch's global RNG
+    (not in checkpoints) and the plain shuffle's order from how many epochs the loader had made."""
+    options = {**SMALL_GLYPHS, "cache_dir": str(cache_dir)}
+
+    def second_epoch(m_per_class, global_seed, epochs_before):
+        torch.manual_seed(global_seed)
+        loader = DMLDataModule(batch_size=16, m_per_class=m_per_class, seed=5, options=options).train_dataloader()
+        for epoch in epochs_before:  # a loader that made earlier epochs, or a fresh one (a resumed run)
+            loader.batch_sampler.set_epoch(epoch)
+            next(iter(loader))
+        loader.batch_sampler.set_epoch(1)
+        return next(iter(loader))
+
+    for m_per_class in (None, 4):
+        straight = second_epoch(m_per_class, 0, [0])
+        resumed = second_epoch(m_per_class, 123, [])
+        assert torch.equal(straight["index"], resumed["index"])
+        assert torch.equal(straight["image"], resumed["image"])
+
+
+# ---------------------------------------------------------------------- checkpoint files
+def _small_checkpoint(path: Path) -> dict:
+    state = {"state_dict": {"w": torch.arange(50_000, dtype=torch.float32)}, "epoch": 3}
+    torch.save(state, path)
+    return state
+
+
+def test_truncated_or_damaged_checkpoint_is_named(tmp_path):
+    good = tmp_path / "last.ckpt"
+    _small_checkpoint(good)
+    assert resume_checkpoint(str(good), tmp_path / "unused.ckpt") == str(good)
+    data = good.read_bytes()
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CorruptCheckpointError, match=r"truncated\.ckpt is truncated"):
+        resume_checkpoint(str(truncated), tmp_path / "unused.ckpt")
+    damaged = tmp_path / "damaged.ckpt"
+    middle = len(data) // 2
+    damaged.write_bytes(data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1 :])
+    with pytest.raises(CorruptCheckpointError, match=r"damaged\.ckpt is damaged.*CRC"):
+        resume_checkpoint(str(damaged), tmp_path / "unused.ckpt")
+    # auto: the run's own last.ckpt when present, else a fresh start
+    assert resume_checkpoint("auto", good) == str(good)
+    assert resume_checkpoint("auto", tmp_path / "missing.ckpt") is None
+    assert resume_checkpoint(None, good) is None
+
+
+def test_train_refuses_a_truncated_checkpoint_before_training(tmp_path):
+    truncated = tmp_path / "cut.ckpt"
+    _small_checkpoint(tmp_path / "whole.ckpt")
+    data = (tmp_path / "whole.ckpt").read_bytes()
+    truncated.write_bytes(data[:100])
+    cfg = compose_config([*SOAK, f"ckpt_path={truncated}"], tmp_path / "run")
+    with pytest.raises(CorruptCheckpointError, match=str(truncated)):
+        train(cfg)
+
+
+KILL_DURING_WRITE = textwrap.dedent("""
+    import io, os, shutil, signal, sys
+    import hydra, torch
+    from memvir_pl.config import compose_config
+    path = sys.argv[1]
+    cfg = compose_config([], os.path.dirname(path))
+    io_plugin = hydra.utils.instantiate(cfg.trainer).strategy.checkpoint_io  # the configured checkpoint IO
+    io_plugin.save_checkpoint({"w": torch.zeros(300_000)}, path)
+    real_save, real_copy = torch.save, shutil.copyfile
+
+    def die_half_way(data, out):
+        out.write(data[: len(data) // 2])
+        out.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def save(obj, f, *args, **kwargs):  # killed while the checkpoint bytes go to a file
+        if isinstance(f, io.BytesIO):
+            return real_save(obj, f, *args, **kwargs)
+        buffer = io.BytesIO()
+        real_save(obj, buffer)
+        die_half_way(buffer.getvalue(), f)
+
+    def copyfile(src, dst, *args, **kwargs):  # killed while a temporary file is copied into place
+        with open(src, "rb") as source, open(dst, "wb") as target:
+            die_half_way(source.read(), target)
+
+    torch.save, shutil.copyfile = save, copyfile
+    io_plugin.save_checkpoint({"w": torch.ones(300_000)}, path)
+""")
+
+
+def test_a_kill_during_the_checkpoint_write_keeps_the_old_file(tmp_path):
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    shm = Path("/dev/shm")
+    # a temp directory on another filesystem, as on many clusters (Lightning's own save then copies)
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "TMPDIR": str(shm if shm.is_dir() else tmp_path)}
+    result = subprocess.run([sys.executable, "-c", KILL_DURING_WRITE, str(path)], env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
+    assert torch.equal(torch.load(path, weights_only=True)["w"], torch.zeros(300_000))  # the old, whole file
+    atomic_torch_save({"w": torch.ones(3)}, path)  # the next save clears what the killed writer left
+    assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]
+
+
+# ---------------------------------------------------------------------- the soak test
+def _run(run_dir: Path, cwd: Path, extra: list[str], kill: tuple[str, int] | None = None) -> int:
+    args = [*SOAK, f"hydra.run.dir={run_dir}", *extra]
+    if kill is not None:
+        args += ["+callbacks.kill._target_=tests.preemption_helpers.SignalAt", f"+callbacks.kill.point={kill[0]}",
+                 f"+callbacks.kill.signum={int(kill[1])}"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)]),
+           "MEMVIR_CACHE": str(cwd / ".cache"), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "memvir_pl.train", *args], cwd=cwd, env=env,
+                            capture_output=True, text=True, timeout=600)
+    if kill is None:
+        assert result.returncode == 0, result.stderr[-3000:]
+    return result.returncode
+
+
+def _chain(run_dir: Path, cwd: Path, kills: list[tuple[str, int]], resume: str) -> list[int]:
+    """Start the run, kill it at each point in turn, resuming every time; then let it finish."""
+    codes = []
+    extra: list[str] = []
+    for kill in kills:
+        codes.append(_run(run_dir, cwd, extra, kill))
+        extra = [f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}" if resume == "path" else "ckpt_path=auto"]
+        assert resume == "auto" or (run_dir / "checkpoints" / "last.ckpt").is_file()
+    _run(run_dir, cwd, extra)
+    return codes
+
+
+def _final_state(run_dir: Path) -> dict:
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    scores = {name: {"best": state["best_model_score"], "current": state["current_score"],
+                     "best_file": Path(state["best_model_path"]).name}
+              for name, state in checkpoint["callbacks"].items() if name.startswith("ModelCheckpoint")}
+    return {"params": checkpoint["state_dict"], "memory": checkpoint["callbacks"]["MemVirCallback"]["memory"],
+            "optimizer": checkpoint["optimizer_states"], "schedulers": checkpoint["lr_schedulers"],
+            "global_step": checkpoint["global_step"], "checkpoint_scores": scores,
+            # the whole of metrics.json: "final" and "best" span the epochs before each resume (the epoch
+            # history travels in the checkpoint); the tested checkpoint by file name (run folders differ)
+            "metrics": {**metrics, "test_checkpoint": Path(metrics["test_checkpoint"]).name}}
+
+
+def _assert_same(a, b, where: str = "") -> None:
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            _assert_same(a[key], b[key], f"{where}/{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _assert_same(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
+
+
+@pytest.mark.slow
+def test_soak_killed_runs_end_bit_identical_to_an_uninterrupted_run(tmp_path):
+    """SIGTERM at 4 points (mid-step at random steps, the epoch's last batch, during validation), each
+    time resumed with ckpt_path=<last.ckpt>; SIGKILL twice (before the first checkpoint, mid-epoch 2),
+    resumed with ckpt_path=auto from the last complete checkpoint: the final parameters, MemVir memory,
+    optimiser and scheduler states and metrics.json equal those of an uninterrupted run, bit for bit."""
+    rng = random.Random(13)
+    phases = ("batch_start", "backward", "optimizer")
+    first, second = sorted(rng.sample(range(1, STEPS_PER_EPOCH - 1), 2))
+    sigterm = [(f"{rng.choice(phases)}:0:{first}", signal.SIGTERM),
+               (f"{rng.choice(phases)}:0:{second}", signal.SIGTERM),
+               (f"backward:0:{STEPS_PER_EPOCH - 1}", signal.SIGTERM),  # the epoch's last batch
+               ("val:1:1", signal.SIGTERM)]  # during validation (epoch 2's)
+    sigkill = [("optimizer:0:2", signal.SIGKILL), (f"{rng.choice(phases)}:1:{rng.randrange(1, 7)}", signal.SIGKILL)]
+    (tmp_path / "reference").mkdir()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        reference = pool.submit(_run, tmp_path / "reference" / "run", tmp_path / "reference", [])
+        killed_by_term = pool.submit(_chain, tmp_path / "term", tmp_path, sigterm, "path")
+        reference.result()
+        killed_by_kill = pool.submit(_chain, tmp_path / "kill", tmp_path / "reference", sigkill, "auto")
+        assert killed_by_term.result() == [EXIT_RESUMABLE] * len(sigterm)
+        assert killed_by_kill.result() == [-signal.SIGKILL] * len(sigkill)
+    expected = _final_state(tmp_path / "reference" / "run")
+    assert expected["global_step"] == 2 * STEPS_PER_EPOCH and expected["memory"]["pushes"] == 2 * STEPS_PER_EPOCH
+    _assert_same(_final_state(tmp_path / "term"), expected, "SIGTERM x4")
+    _assert_same(_final_state(tmp_path / "kill"), expected, "SIGKILL x2")
+
+
+# ---------------------------------------------------------------------- SLURM requeue
+@pytest.mark.parametrize("submitit", [False, True])
+def test_sigusr1_in_a_slurm_job_checkpoints_then_requeues(tmp_path, monkeypatch, submitit):
+    """SLURM's --signal=USR1@N: the step finishes, last.ckpt is written, then the job is requeued with
+    ``scontrol requeue`` or, when a handler was installed before the run (submitit's), by that handler."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "scontrol_calls"
+    (bin_dir / "scontrol").write_text(f"#!/bin/sh\necho \"$@\" >> {calls}\n")
+    (bin_dir / "scontrol").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    handled: list[int] = []
+    before = signal.signal(signal.SIGUSR1, (lambda signum, frame: handled.append(signum)) if submitit
+                           else signal.SIG_DFL)
+    cfg = compose_config([*SOAK, "test=false", "+callbacks.kill._target_=tests.preemption_helpers.SignalAt",
+                          "+callbacks.kill.point=backward:0:2", f"+callbacks.kill.signum={int(signal.SIGUSR1)}"],
+                         tmp_path / "run")
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            train(cfg)
+        assert signal.getsignal(signal.SIGUSR1) is not None  # handlers are given back
+    finally:
+        signal.signal(signal.SIGUSR1, before)
+    assert stopped.value.code == EXIT_RESUMABLE
+    checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["global_step"] == 3
+    assert checkpoint["DMLDataModule"]["train_position"] == {"epoch": 0, "batches_done": 3}
+    if submitit:
+        assert handled == [signal.SIGUSR1] and not calls.exists()
+    else:
+        assert calls.read_text().split() == ["requeue", "4242"]
