@@ -18,7 +18,15 @@ bookkeeping share = (expand ours - expand ideal) / step ours.
 Then the bank's bytes for exact and saving mode at SOP scale (C=11,318,
 D=512, N=5, M=100).
 
-    python benchmarks/bench_memvir_step.py [--classes 98 11318] [--reps 30 5]
+Last, the cost of the losses' input checks (label range and finiteness,
+which read values back and so make the host wait for the device): plain
+steps (no MemVir) with the checks on every call, on the default schedule
+(the first calls, then every ``check_every``-th) and off, timed as blocks of
+back-to-back steps with one device sync per block (so a check's sync
+shows as lost overlap), as ratios to "off". ``--device cuda`` times them on
+a GPU, where the sync matters; on the CPU only the checks' arithmetic does.
+
+    python benchmarks/bench_memvir_step.py [--classes 98 11318] [--reps 30 5] [--device cpu] [--only checks]
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ from torch import Tensor, nn
 
 from memvir_pl import MemVirCallback, VirtualClassMemory
 from memvir_pl.losses import NormSoftmax
+from memvir_pl.losses.base import check_values
 
 B, D, FEATURES = 128, 512, 1024
 
@@ -61,14 +70,14 @@ class NaiveMemVir:
         return out
 
 
-def build(num_classes: int, seed: int = 0):
+def build(num_classes: int, seed: int = 0, device: str = "cpu"):
     torch.manual_seed(seed)
-    head = nn.Linear(FEATURES, D)
-    loss = NormSoftmax(num_classes, D)
+    head = nn.Linear(FEATURES, D).to(device)
+    loss = NormSoftmax(num_classes, D).to(device)
     loss.check_inputs = False  # time the rule, not the input checks
     optimizer = torch.optim.Adam([*head.parameters(), loss.proxies], lr=1e-4)
-    features = torch.randn(B, FEATURES)
-    labels = torch.randint(0, num_classes, (B,))
+    features = torch.randn(B, FEATURES, device=device)
+    labels = torch.randint(0, num_classes, (B,), device=device)
     return head, loss, optimizer, features, labels
 
 
@@ -146,13 +155,42 @@ def time_variants(runs, reps: int, warmup: int = 2) -> dict[str, float]:
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--classes", type=int, nargs="+", default=[98, 11318])
-    parser.add_argument("--reps", type=int, nargs="+", default=[30, 5], help="timed steps per class count")
-    parser.add_argument("--num-steps", type=int, default=5)
-    parser.add_argument("--step-gap", type=int, default=10)
-    args = parser.parse_args()
+def check_variants(num_classes: int, device: str):
+    """Name -> one plain training step, with the loss's input checks every call, scheduled or off."""
+    runs = {}
+    for name, check_inputs, check_every in (("off", False, 1), ("every call", True, 1), ("scheduled", True, None)):
+        parts = build(num_classes, device=device)
+        parts[1].check_inputs = check_inputs
+        if check_every is not None:
+            parts[1].check_every = check_every
+        runs[name] = lambda parts=parts: step(*parts)
+    return runs
+
+
+def time_value_checks(num_classes: int, device: str) -> float:
+    """Seconds of one call of the value checks (label range, finiteness; one host read) on a (B, D) batch."""
+    embeddings = torch.randn(B, D, device=device)
+    labels = torch.randint(0, num_classes, (B,), device=device)
+    return time_variants({"checks": lambda: check_values("L", embeddings, labels, num_classes)}, 300, 10)["checks"]
+
+
+def time_blocks(runs, device: str, steps: int, blocks: int, warmup: int = 1) -> dict[str, float]:
+    """Seconds per step: blocks of ``steps`` back-to-back steps, one device sync per block, round-robin."""
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for block in range(warmup + blocks):
+        for name, run in runs.items():
+            sync()
+            start = time.perf_counter()
+            for _ in range(steps):
+                run()
+            sync()
+            if block >= warmup:
+                times[name].append((time.perf_counter() - start) / steps)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def print_step_table(args: argparse.Namespace) -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, B={B}, D={D}, "
           f"N={args.num_steps}, M={args.step_gap} (memory full)\n")
     print("| C | plain ms | ours / plain | ideal / plain | naive / plain | naive / ours | "
@@ -167,6 +205,8 @@ def main() -> None:
               f"{t['naive'] / t['plain']:.2f} | {t['naive'] / t['ours']:.2f} | "
               f"{1e6 * t['expand ours']:.0f} / {1e6 * t['expand ideal']:.0f} | {100 * share:.2f}% |")
 
+
+def print_bank_table() -> None:
     print("\nBank at SOP scale (C=11,318, D=512, B=128, N=5, M=100):\n")
     print("| mode | dtype | bytes (GB) | measured after filling (GB) |")
     print("|---|---|---|---|")
@@ -178,6 +218,37 @@ def main() -> None:
             memory.push(torch.zeros(B, D), torch.zeros(B, dtype=torch.long), torch.zeros(11318, D))
             measured = f"{memory.nbytes() / 1e9:.3f}"
         print(f"| {mode} | {str(dtype).removeprefix('torch.')} | {planned / 1e9:.3f} | {measured} |")
+
+
+def print_check_table(args: argparse.Namespace) -> None:
+    print(f"\nInput checks of the loss (plain steps, no MemVir, device {args.device}, "
+          f"{torch.get_num_threads()} threads; check_every default {NormSoftmax(2, 2).check_every}):\n")
+    print("| C | step ms, checks off | every call / off | scheduled / off | value checks alone (us) |")
+    print("|---|---|---|---|---|")
+    for num_classes in args.classes:
+        runs = check_variants(num_classes, args.device)
+        t = time_blocks(runs, args.device, 100, args.check_blocks)
+        alone = time_value_checks(num_classes, args.device)
+        print(f"| {num_classes} | {1e3 * t['off']:.2f} | {t['every call'] / t['off']:.3f} | "
+              f"{t['scheduled'] / t['off']:.3f} | {1e6 * alone:.0f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--classes", type=int, nargs="+", default=[98, 11318])
+    parser.add_argument("--reps", type=int, nargs="+", default=[30, 5], help="timed steps per class count")
+    parser.add_argument("--num-steps", type=int, default=5)
+    parser.add_argument("--step-gap", type=int, default=10)
+    parser.add_argument("--device", default="cpu", help="device of the input-check timing (cpu, cuda)")
+    parser.add_argument("--check-blocks", type=int, default=7, help="timed blocks of 100 steps per variant")
+    parser.add_argument("--only", choices=("step", "bank", "checks"), help="print one table only")
+    args = parser.parse_args()
+    if args.only in (None, "step"):
+        print_step_table(args)
+    if args.only in (None, "bank"):
+        print_bank_table()
+    if args.only in (None, "checks"):
+        print_check_table(args)
 
 
 if __name__ == "__main__":

@@ -478,6 +478,16 @@ def test_metric_accumulates_batches_and_removes_duplicates_by_index():
     assert metric.compute() == pytest.approx(expected, abs=1e-12)
 
 
+def test_calling_the_metric_only_updates_even_for_tiny_batches():
+    x, labels = clustered(4, class_sizes("skewed", 4), dim=8)
+    called, updated = RetrievalMetrics(k=(1, 2, 4, 8)), RetrievalMetrics(k=(1, 2, 4, 8))
+    for chunk in torch.arange(labels.numel()).split(1):  # batches of 1 item: no neighbours within a batch
+        assert called(x[chunk], labels[chunk], indexes=chunk) is None
+        updated.update(x[chunk], labels[chunk], indexes=chunk)
+    assert called.update_count == labels.numel()
+    assert called.compute() == updated.compute() == pytest.approx(retrieval_metrics(x, labels, k=(1, 2, 4, 8)))
+
+
 def test_first_row_per_index():
     rows = first_row_per_index(torch.tensor([5, 2, 5, 9, 2, 0]))
     assert rows.tolist() == [5, 1, 0, 3]  # indexes 0, 2, 5, 9 first seen at rows 5, 1, 0, 3

@@ -1,4 +1,5 @@
-"""Row weights (MemVirCallback(memory_weight=...)) against independent computations."""
+"""Row weights (MemVirCallback(memory_weight=...)) and logit masks (parts="no_own_virtual") against
+independent computations."""
 
 from __future__ import annotations
 
@@ -45,8 +46,9 @@ def test_cross_entropy_losses_take_the_weighted_mean_of_the_rows_losses(make):
     )
 
 
-def _proxy_anchor_loop(x, labels, proxies, weights, alpha, delta):
-    """Proxy-Anchor with weighted exp terms, one proxy and one row at a time, float64."""
+def _proxy_anchor_loop(x, labels, proxies, weights, alpha, delta, mask=None):
+    """Proxy-Anchor with weighted exp terms, one proxy and one row at a time, float64;
+    ``mask[i][c]`` True leaves row i out of proxy c's negatives."""
     x = torch.nn.functional.normalize(x.double(), dim=1)
     p = torch.nn.functional.normalize(proxies.double(), dim=1)
     pos_total, neg_total, with_positives = 0.0, 0.0, 0
@@ -56,7 +58,7 @@ def _proxy_anchor_loop(x, labels, proxies, weights, alpha, delta):
             cos = float(x[i] @ p[c])
             if int(labels[i]) == c:
                 pos_sum += float(weights[i]) * torch.exp(torch.tensor(-alpha * (cos - delta))).item()
-            else:
+            elif mask is None or not mask[i][c]:
                 neg_sum += float(weights[i]) * torch.exp(torch.tensor(alpha * (cos + delta))).item()
         if any(int(y) == c for y in labels):
             with_positives += 1
@@ -74,6 +76,57 @@ def test_proxy_anchor_weights_multiply_each_rows_exp_terms():
     assert value.item() == pytest.approx(_proxy_anchor_loop(x, labels, proxies, w, 8.0, 0.1), rel=1e-5)
     ones = loss.loss_from(x, labels, proxies, C, row_weights=torch.ones(B))
     torch.testing.assert_close(ones, loss.loss_from(x, labels, proxies, C))
+
+
+def _mask(seed: int = 4) -> torch.Tensor:
+    """A random (B, 2C) logit mask that never masks a row's target (labels from :func:`_batch`)."""
+    mask = torch.rand(B, 2 * C, generator=torch.Generator().manual_seed(seed)) < 0.4
+    mask[torch.arange(B), torch.arange(B) % C] = False
+    return mask
+
+
+@pytest.mark.parametrize("make", CROSS_ENTROPY_LOSSES)
+def test_cross_entropy_losses_drop_masked_proxies_from_each_rows_softmax(make):
+    torch.manual_seed(0)
+    loss = make(num_classes=C, embedding_dim=D)
+    x, labels, w = _batch()
+    proxies = torch.cat([loss.proxies.detach(), torch.randn(C, D)])  # two blocks, 2C classes
+    mask = _mask()
+    # independent: each row alone, with the masked proxies removed and its target re-indexed
+    per_row = []
+    for i in range(B):
+        keep = ~mask[i]
+        target = int(keep[: int(labels[i])].sum())
+        per_row.append(loss.loss_from(x[i : i + 1], torch.tensor([target]), proxies[keep], int(keep.sum())))
+    per_row = torch.stack(per_row)
+    torch.testing.assert_close(loss.loss_from(x, labels, proxies, 2 * C, logit_mask=mask), per_row.mean())
+    torch.testing.assert_close(
+        loss.loss_from(x, labels, proxies, 2 * C, row_weights=w, logit_mask=mask), (w * per_row).sum() / w.sum()
+    )
+
+
+def test_proxy_anchor_mask_leaves_rows_out_of_the_masked_proxies_negatives():
+    torch.manual_seed(0)
+    loss = ProxyAnchor(num_classes=C, embedding_dim=D, alpha=8.0, delta=0.1)
+    x, labels, w = _batch(1)
+    proxies = torch.cat([loss.proxies.detach(), torch.randn(C, D)])
+    mask = _mask()
+    value = loss.loss_from(x, labels, proxies, 2 * C, row_weights=w, logit_mask=mask)
+    assert value.item() == pytest.approx(_proxy_anchor_loop(x, labels, proxies, w, 8.0, 0.1, mask.tolist()), rel=1e-5)
+
+
+def test_pml_adapter_and_plain_proxy_losses_refuse_a_logit_mask():
+    x, labels, _ = _batch()
+    adapter = PMLAdapter(pml.ProxyNCALoss(num_classes=C, embedding_size=D))
+    with pytest.raises(ValueError, match="take no logit mask"):
+        adapter.loss_from(x, labels, adapter.class_proxies(), C, logit_mask=torch.zeros(B, C, dtype=torch.bool))
+
+    class NoMask(Softmax):
+        supports_logit_mask = False
+
+    plain = NoMask(num_classes=C, embedding_dim=D)
+    with pytest.raises(ValueError, match="NoMask takes no logit mask"):
+        plain.loss_from(x, labels, plain.proxies, C, logit_mask=torch.zeros(B, C, dtype=torch.bool))
 
 
 def _active(callback: MemVirCallback, loss) -> None:

@@ -11,6 +11,8 @@ from torch import Tensor
 from memvir_pl.losses.base import VirtualClassLoss
 from memvir_pl.memory import VirtualClassMemory
 
+PARTS = ("full", "memory_rows", "virtual_proxies", "no_own_virtual")
+
 
 class MemVirCallback(pl.Callback):
     """Add MemVir (Ko et al., ICCV 2021) to a LightningModule that holds one proxy loss.
@@ -39,6 +41,30 @@ class MemVirCallback(pl.Callback):
             current-batch row (weight 1); 1.0 = the paper's equal weighting.
             Cross-entropy losses take the weighted mean over rows, Proxy-Anchor
             multiplies each row's exp terms (see the losses' ``compute``).
+        parts: which of MemVir's inputs the loss sees (an ablation; one of :data:`PARTS`):
+
+            - ``"full"`` (the paper): rows [x_t; x_mem], labels
+              [y_t; y_mem + jC], proxies [W_t; W_{t-j(M+1)}...], (n+1)C classes.
+            - ``"memory_rows"``: past embeddings with their real labels, no
+              virtual proxies (cross-batch-memory style): rows [x_t; x_mem],
+              labels [y_t; y_mem], proxies W_t, C classes.
+            - ``"virtual_proxies"``: virtual proxies only, no memory rows:
+              rows x_t, labels y_t, proxies [W_t; W_{t-j(M+1)}...], (n+1)C classes.
+            - ``"no_own_virtual"``: ``"full"`` with each row's own-class copies
+              removed from its logits: a row of real class y (label y + jC)
+              keeps its target proxy (class y of block j) and loses class y of
+              every other block. Needs a loss that takes a ``logit_mask``
+              (``supports_logit_mask``: our Softmax family, ProxyNCA, ProxyAnchor).
+
+    Under ``"memory_rows"`` and ``"virtual_proxies"`` the memory still stores
+    full items (the unused half is not skipped), and ``memvir/virtual_blocks``
+    logs n, the past steps used.
+
+    Logged metrics are ``memvir/virtual_blocks`` and ``memvir/num_classes``
+    (``memvir/<loss_attr>/...`` when ``loss_attr`` is set). The memory is saved
+    in checkpoints under :attr:`state_key`, built from ``loss_attr``, so two
+    callbacks for two losses of one module (``loss_attr="loss_a"`` and
+    ``"loss_b"``) coexist.
     """
 
     def __init__(
@@ -50,13 +76,19 @@ class MemVirCallback(pl.Callback):
         storage_dtype: torch.dtype | str | None = None,
         proxy_mode: str = "exact",
         memory_weight: float = 1.0,
+        parts: str = "full",
     ) -> None:
         super().__init__()
         if int(warmup_epochs) != warmup_epochs or warmup_epochs < 0:
             raise ValueError(f"MemVirCallback: warmup_epochs must be an integer >= 0, got {warmup_epochs!r}.")
         if not memory_weight > 0:
             raise ValueError(f"MemVirCallback: memory_weight must be > 0, got {memory_weight!r}.")
+        if parts not in PARTS:
+            raise ValueError(
+                f"MemVirCallback: parts must be one of {PARTS} ('full' = the paper's rule), got {parts!r}."
+            )
         self.memory_weight = float(memory_weight)
+        self.parts = parts
         self.memory = VirtualClassMemory(num_steps, step_gap, storage_dtype=storage_dtype, proxy_mode=proxy_mode)
         self.warmup_epochs = int(warmup_epochs)
         self.loss_attr = loss_attr
@@ -65,6 +97,8 @@ class MemVirCallback(pl.Callback):
         self._in_step = False  # inside a training batch
         self._stored_this_step = False
         self.virtual_blocks = 0  # n of the latest step
+        self.loss_classes = 0  # class count the loss saw in the latest step
+        self._log_prefix = "memvir" if loss_attr is None else f"memvir/{loss_attr}"
 
     @property
     def num_steps(self) -> int:
@@ -73,6 +107,14 @@ class MemVirCallback(pl.Callback):
     @property
     def step_gap(self) -> int:
         return self.memory.step_gap
+
+    @property
+    def state_key(self) -> str:
+        """Key of the memory in ``checkpoint["callbacks"]``: ``"MemVirCallback"`` (as in checkpoints
+        written before keys were per loss) when ``loss_attr`` is None, else one per ``loss_attr``."""
+        if self.loss_attr is None:
+            return type(self).__qualname__
+        return self._generate_state_key(loss_attr=self.loss_attr)
 
     # ------------------------------------------------------------------ hooks
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -84,11 +126,32 @@ class MemVirCallback(pl.Callback):
                 f"MemVirCallback: the loss {type(self.loss).__name__} already has a batch expander "
                 "(another MemVirCallback?); use one MemVirCallback per loss."
             )
+        if self.parts == "no_own_virtual" and not getattr(self.loss, "supports_logit_mask", False):
+            raise ValueError(
+                f"MemVirCallback: parts='no_own_virtual' needs a loss that takes a logit mask, and "
+                f"{type(self.loss).__name__} does not; use Softmax, NormSoftmax, CosFace, ArcFace, ProxyNCA "
+                "or ProxyAnchor from memvir_pl.losses, or another value of parts."
+            )
         self.loss.batch_expander = self.expand_batch
+        self.loss_classes = self.loss.num_classes
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if stage == "fit" and self.loss is not None:
+        if stage == "fit":
+            self._detach()
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        """A failed fit skips ``teardown``: unhook the loss here, so a plain or new fit works after it."""
+        self._detach()
+
+    def _detach(self) -> None:
+        """Remove this callback's expander from the loss and clear the per-step flags (the memory stays)."""
+        if self.loss is not None and self.loss.batch_expander == self.expand_batch:
             self.loss.batch_expander = None
+        self._active = self._in_step = self._stored_this_step = False
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Bring a restored memory (checkpoints load onto the CPU) to the module's device."""
+        self.memory.to(pl_module.device)
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
         # per batch, not per epoch: a run resumed mid-epoch gets no on_train_epoch_start
@@ -100,20 +163,14 @@ class MemVirCallback(pl.Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         self._in_step = False
-        assert self.loss is not None
-        pl_module.log("memvir/virtual_blocks", float(self.virtual_blocks), on_step=True, on_epoch=False)
-        pl_module.log(
-            "memvir/num_classes",
-            float((self.virtual_blocks + 1) * self.loss.num_classes),
-            on_step=True,
-            on_epoch=False,
-        )
+        pl_module.log(f"{self._log_prefix}/virtual_blocks", float(self.virtual_blocks), on_step=True, on_epoch=False)
+        pl_module.log(f"{self._log_prefix}/num_classes", float(self.loss_classes), on_step=True, on_epoch=False)
 
     # ------------------------------------------------------------------ the rule
     def expand_batch(
         self, loss: VirtualClassLoss, embeddings: Tensor, labels: Tensor, proxies: Tensor
     ) -> tuple:
-        """The loss's view of step t: current rows and proxies plus n memory blocks.
+        """The loss's view of step t: current rows and proxies plus n memory blocks (as ``parts`` says).
 
         Args:
             embeddings: (B, D) current embeddings (with gradient).
@@ -121,35 +178,45 @@ class MemVirCallback(pl.Callback):
             proxies: (C*K, D) current proxies (with gradient).
 
         Returns:
-            embeddings ((n+1)B', D), labels (+ j*C for block j), proxies
-            ((n+1)*C*K, D) and the class count (n+1)*C; with ``memory_weight``
-            != 1 and n > 0 also the row weights ((n+1)B',): 1 for current rows,
-            ``memory_weight`` for memory rows. Outside a MemVir training step,
-            the inputs unchanged.
+            ``(embeddings, labels, proxies, num_classes, row_weights, logit_mask)``;
+            with ``parts="full"``: embeddings ((n+1)B', D), labels (+ j*C for
+            block j), proxies ((n+1)*C*K, D), class count (n+1)*C. ``row_weights``
+            ((n+1)B',) is 1 for current rows and ``memory_weight`` for memory
+            rows (``None`` when all are 1); ``logit_mask`` (rows, proxies) bool,
+            True = removed from the row's logits, only for ``"no_own_virtual"``.
+            Outside a MemVir training step, the inputs unchanged.
         """
         num_classes = loss.num_classes
+        self.loss_classes = num_classes
         if not (self._active and self._in_step and loss.training):
             self.virtual_blocks = 0
-            return embeddings, labels, proxies, num_classes
+            return embeddings, labels, proxies, num_classes, None, None
         if self._stored_this_step:
             raise RuntimeError(
                 "MemVirCallback: the loss was called twice in one training step; MemVir stores one "
                 "memory item per step. Compute the loss once per training_step (concatenate the batches)."
             )
+        if self.memory.device is not None and self.memory.device != embeddings.device:  # restored on the CPU
+            self.memory.to(embeddings.device)
         items = self.memory.recall()
         self.virtual_blocks = len(items)
-        out_embeddings = torch.cat([embeddings] + [m.embeddings.to(embeddings.dtype) for m in items])
-        out_labels = torch.cat([labels] + [m.labels + (j + 1) * num_classes for j, m in enumerate(items)])
-        out_proxies = torch.cat([proxies] + [m.proxies.to(proxies.dtype) for m in items])
+        rows = items if self.parts != "virtual_proxies" else []
+        blocks = items if self.parts != "memory_rows" else []
+        offset = num_classes if blocks else 0  # memory rows keep their real labels without virtual proxies
+        out_embeddings = torch.cat([embeddings] + [m.embeddings.to(embeddings.dtype) for m in rows])
+        out_labels = torch.cat([labels] + [m.labels + (j + 1) * offset for j, m in enumerate(rows)])
+        out_proxies = torch.cat([proxies] + [m.proxies.to(proxies.dtype) for m in blocks])
         with torch.no_grad():
             self.memory.push(embeddings, labels, proxies, normalize=True)
         self._stored_this_step = True
-        expanded = (out_embeddings, out_labels, out_proxies, (len(items) + 1) * num_classes)
-        if self.memory_weight == 1.0 or not items:
-            return expanded
-        row_weights = torch.full((len(out_labels),), self.memory_weight, device=embeddings.device)
-        row_weights[: len(labels)] = 1.0
-        return (*expanded, row_weights)
+        self.loss_classes = (len(blocks) + 1) * num_classes
+        row_weights = logit_mask = None
+        if self.memory_weight != 1.0 and rows:
+            row_weights = torch.full((len(out_labels),), self.memory_weight, device=embeddings.device)
+            row_weights[: len(labels)] = 1.0
+        if self.parts == "no_own_virtual" and blocks:
+            logit_mask = own_class_copies(out_labels, num_classes, len(blocks) + 1, loss.centers)
+        return out_embeddings, out_labels, out_proxies, self.loss_classes, row_weights, logit_mask
 
     # ------------------------------------------------------------------ checkpoint
     def state_dict(self) -> dict[str, Any]:
@@ -157,6 +224,30 @@ class MemVirCallback(pl.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.memory.load_state_dict(state_dict["memory"])
+
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        """Let the only MemVirCallback of a run read a checkpoint written before keys were per loss."""
+        states = checkpoint.get("callbacks") or {}
+        legacy = type(self).__qualname__
+        alone = sum(isinstance(cb, MemVirCallback) for cb in trainer.callbacks) == 1
+        if alone and self.state_key not in states and legacy in states:
+            states[self.state_key] = states[legacy]
+
+
+def own_class_copies(labels: Tensor, num_classes: int, num_blocks: int, centers: int = 1) -> Tensor:
+    """Mask (B, num_blocks*C*K), True where a proxy is a copy of the row's real class from another block.
+
+    Row i has label ``y + j*C`` (real class y, block j); proxy column p is
+    centre ``p % K`` of class ``p // K``, i.e. real class ``(p // K) % C`` of
+    block ``(p // K) // C``. Masked: same real class, other block. The row's
+    own target (class y of block j) is never masked.
+    """
+    column_class = torch.arange(num_blocks * num_classes * centers, device=labels.device) // centers
+    same_class = (labels % num_classes).unsqueeze(1) == (column_class % num_classes).unsqueeze(0)
+    other_block = (labels // num_classes).unsqueeze(1) != (column_class // num_classes).unsqueeze(0)
+    return same_class & other_block
 
 
 def find_loss(pl_module: torch.nn.Module, loss_attr: str | None = None) -> VirtualClassLoss:

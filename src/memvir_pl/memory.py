@@ -121,6 +121,11 @@ class VirtualClassMemory:
             )
         return items
 
+    @property
+    def device(self) -> torch.device | None:
+        """Device of the buffers; ``None`` before the first push (nothing allocated)."""
+        return None if self._embeddings is None else self._embeddings.device
+
     def nbytes(self) -> int:
         """Bytes held by the allocated buffers (0 before the first push)."""
         return sum(t.numel() * t.element_size() for t in self._buffers() if t is not None)
@@ -183,8 +188,12 @@ class VirtualClassMemory:
         self._embeddings = self._labels = self._proxies = None
 
     def to(self, device: torch.device | str) -> VirtualClassMemory:
-        """Move the buffers to ``device`` (in place); returns self."""
-        if self._embeddings is not None:
+        """Move the buffers to ``device`` (in place; nothing to do when already there); returns self.
+
+        A checkpoint is loaded onto the CPU: :class:`~memvir_pl.MemVirCallback`
+        calls this with the module's device before the memory is used.
+        """
+        if self._embeddings is not None and self._embeddings.device != torch.device(device):
             self._embeddings = self._embeddings.to(device)
             self._labels = self._labels.to(device)  # type: ignore[union-attr]
             self._proxies = self._proxies.to(device)  # type: ignore[union-attr]

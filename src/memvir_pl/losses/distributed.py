@@ -14,20 +14,23 @@ def world_size() -> int:
     return 1
 
 
-def _gather_rows(x: Tensor) -> tuple[Tensor, list[int]]:
-    """All-gather ``x`` (B_r, ...) from every rank, allowing different B_r; rank order."""
-    n = world_size()
+def _row_counts(x: Tensor) -> list[int]:
+    """Every rank's ``x.shape[0]``, rank order: one all-gather and one host read (the step's only sync)."""
     size = torch.tensor([x.shape[0]], device=x.device, dtype=torch.long)
-    sizes = [torch.zeros_like(size) for _ in range(n)]
+    sizes = [torch.zeros_like(size) for _ in range(world_size())]
     dist.all_gather(sizes, size)
-    row_counts = [int(s.item()) for s in sizes]
+    return torch.cat(sizes).tolist()
+
+
+def _gather_rows(x: Tensor, row_counts: list[int]) -> Tensor:
+    """All-gather ``x`` (B_r, ...) from every rank, whose row counts are ``row_counts``; rank order."""
     longest = max(row_counts)
     padded = x
     if x.shape[0] < longest:
         padded = torch.cat([x, x.new_zeros((longest - x.shape[0], *x.shape[1:]))])
-    parts = [torch.empty_like(padded) for _ in range(n)]
+    parts = [torch.empty_like(padded) for _ in row_counts]
     dist.all_gather(parts, padded.contiguous())
-    return torch.cat([p[:c] for p, c in zip(parts, row_counts, strict=True)]), row_counts
+    return torch.cat([p[:c] for p, c in zip(parts, row_counts, strict=True)])
 
 
 class _GatherWithGrad(torch.autograd.Function):
@@ -39,22 +42,24 @@ class _GatherWithGrad(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
-        gathered, row_counts = _gather_rows(x)
+    def forward(ctx, x: Tensor, row_counts: list[int]) -> Tensor:  # type: ignore[override]
         rank = dist.get_rank()
         ctx.start = sum(row_counts[:rank])
         ctx.stop = ctx.start + row_counts[rank]
-        return gathered
+        return _gather_rows(x, row_counts)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
         grad = grad.contiguous()
         dist.all_reduce(grad, op=dist.ReduceOp.SUM)
-        return grad[ctx.start : ctx.stop]
+        return grad[ctx.start : ctx.stop], None
 
 
 def gather_batch(embeddings: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
     """Concatenate every rank's batch in rank order; identity outside DDP.
+
+    The ranks' batch sizes are exchanged once per call (one host sync) and
+    shared by both gathers.
 
     Args:
         embeddings: (B_r, D) this rank's rows; gradients flow back to them.
@@ -65,5 +70,5 @@ def gather_batch(embeddings: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
     """
     if world_size() == 1:
         return embeddings, labels
-    gathered_labels, _ = _gather_rows(labels)
-    return _GatherWithGrad.apply(embeddings), gathered_labels
+    row_counts = _row_counts(labels)
+    return _GatherWithGrad.apply(embeddings, row_counts), _gather_rows(labels, row_counts)

@@ -35,6 +35,11 @@ def weighted_mean(values: Tensor, row_weights: Tensor | None) -> Tensor:
     return (row_weights * values).sum() / row_weights.sum()
 
 
+def mask_logits(logits: Tensor, logit_mask: Tensor | None) -> Tensor:
+    """Logits (B, P) with the entries where ``logit_mask`` (B, P) is True set to -inf (out of the softmax)."""
+    return logits if logit_mask is None else logits.masked_fill(logit_mask, float("-inf"))
+
+
 def check_proxy_rows(loss_name: str, proxies: Tensor, num_classes: int, centers: int) -> None:
     """Raise ``ValueError`` unless proxies has num_classes * centers rows (a bad batch expander)."""
     if proxies.shape[0] != num_classes * centers:

@@ -97,13 +97,18 @@ class PMLAdapter(VirtualClassLoss):
 
     def loss_from(
         self, embeddings: Tensor, labels: Tensor, proxies: Tensor, num_classes: int,
-        row_weights: Tensor | None = None,
+        row_weights: Tensor | None = None, logit_mask: Tensor | None = None,
     ) -> Tensor:
         """The PML loss run with weight ``proxies`` (num_classes*K, D; class-first).
 
         Raises:
-            ValueError: for row weights other than all ones (PML losses take no row weights).
+            ValueError: for row weights other than all ones, or a logit mask (PML losses take neither).
         """
+        if logit_mask is not None:
+            raise ValueError(
+                f"PMLAdapter({type(self.pml_loss).__name__}): pytorch-metric-learning losses take no logit "
+                "mask; use MemVirCallback(parts='full') or one of memvir_pl's own losses."
+            )
         if row_weights is not None and not bool((row_weights == 1).all()):
             raise ValueError(
                 f"PMLAdapter({type(self.pml_loss).__name__}): row weights other than 1 are not "

@@ -30,6 +30,8 @@ class ProxyAnchor(ProxyLoss):
         delta: margin δ (default 0.1).
     """
 
+    supports_logit_mask = True
+
     def __init__(
         self, num_classes: int, embedding_dim: int, alpha: float = 32.0, delta: float = 0.1
     ) -> None:
@@ -46,15 +48,19 @@ class ProxyAnchor(ProxyLoss):
 
     def compute(
         self, embeddings: Tensor, labels: Tensor, proxies: Tensor, num_classes: int,
-        row_weights: Tensor | None = None,
+        row_weights: Tensor | None = None, logit_mask: Tensor | None = None,
     ) -> Tensor:
-        """Row weights w_x multiply each row's exp terms: Σ_x w_x e^{...} inside both logs."""
+        """Row weights w_x multiply each row's exp terms: Σ_x w_x e^{...} inside both logs.
+
+        ``logit_mask`` (B, P) True drops row x from proxy p's negatives (p's positives never are masked).
+        """
         check_proxy_rows(type(self).__name__, proxies, num_classes, self.centers)
         cosine = cosine_matrix(embeddings, proxies)
         positive = torch.zeros_like(cosine, dtype=torch.bool).scatter_(1, labels.unsqueeze(1), True)
         log_w = 0.0 if row_weights is None else row_weights.log().unsqueeze(1)
         pos_term = _log1p_sum_exp(-self.alpha * (cosine - self.delta) + log_w, positive)
-        neg_term = _log1p_sum_exp(self.alpha * (cosine + self.delta) + log_w, ~positive)
+        negative = ~positive if logit_mask is None else ~positive & ~logit_mask
+        neg_term = _log1p_sum_exp(self.alpha * (cosine + self.delta) + log_w, negative)
         proxies_with_positives = positive.any(dim=0).sum().clamp_min(1)
         return pos_term.sum() / proxies_with_positives + neg_term.sum() / num_classes
 

@@ -13,6 +13,7 @@ from memvir_pl.losses.functional import (
     check_proxy_rows,
     cosine_matrix,
     init_dimension_first_,
+    mask_logits,
     weighted_mean,
 )
 
@@ -31,6 +32,8 @@ class ProxyNCA(ProxyLoss):
         scale: multiplier of the squared distances, > 0 (default 12.0).
     """
 
+    supports_logit_mask = True
+
     def __init__(self, num_classes: int, embedding_dim: int, scale: float = 12.0) -> None:
         super().__init__(num_classes, embedding_dim)
         self.scale = check_positive("ProxyNCA", "scale", scale)
@@ -45,11 +48,12 @@ class ProxyNCA(ProxyLoss):
 
     def compute(
         self, embeddings: Tensor, labels: Tensor, proxies: Tensor, num_classes: int,
-        row_weights: Tensor | None = None,
+        row_weights: Tensor | None = None, logit_mask: Tensor | None = None,
     ) -> Tensor:
         check_proxy_rows(type(self).__name__, proxies, num_classes, self.centers)
         squared_distance = (2 - 2 * cosine_matrix(embeddings, proxies)).clamp_min(0)
-        losses = F.cross_entropy(-self.scale * squared_distance, labels, reduction="none")
+        logits = mask_logits(-self.scale * squared_distance, logit_mask)
+        losses = F.cross_entropy(logits, labels, reduction="none")
         return weighted_mean(losses, row_weights)
 
     def extra_repr(self) -> str:

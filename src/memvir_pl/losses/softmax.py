@@ -18,6 +18,7 @@ from memvir_pl.losses.functional import (
     check_positive,
     check_proxy_rows,
     cosine_matrix,
+    mask_logits,
     weighted_mean,
 )
 
@@ -33,12 +34,14 @@ class Softmax(ProxyLoss):
         embedding_dim: D, the embedding size.
     """
 
+    supports_logit_mask = True
+
     def compute(
         self, embeddings: Tensor, labels: Tensor, proxies: Tensor, num_classes: int,
-        row_weights: Tensor | None = None,
+        row_weights: Tensor | None = None, logit_mask: Tensor | None = None,
     ) -> Tensor:
         check_proxy_rows(type(self).__name__, proxies, num_classes, self.centers)
-        logits = embeddings @ proxies.t()
+        logits = mask_logits(embeddings @ proxies.t(), logit_mask)
         return weighted_mean(F.cross_entropy(logits, labels, reduction="none"), row_weights)
 
 
@@ -53,6 +56,8 @@ class CosineSoftmaxLoss(ProxyLoss):
         scale: multiplier of the cosine logits (inverse temperature), > 0.
     """
 
+    supports_logit_mask = True
+
     def __init__(self, num_classes: int, embedding_dim: int, scale: float) -> None:
         super().__init__(num_classes, embedding_dim)
         self.scale = check_positive(type(self).__name__, "scale", scale)
@@ -63,13 +68,13 @@ class CosineSoftmaxLoss(ProxyLoss):
 
     def compute(
         self, embeddings: Tensor, labels: Tensor, proxies: Tensor, num_classes: int,
-        row_weights: Tensor | None = None,
+        row_weights: Tensor | None = None, logit_mask: Tensor | None = None,
     ) -> Tensor:
         check_proxy_rows(type(self).__name__, proxies, num_classes, self.centers)
         cosine = cosine_matrix(embeddings, proxies)
         index = labels.unsqueeze(1)
         logits = cosine.scatter(1, index, self.target_logit(cosine.gather(1, index)))
-        losses = F.cross_entropy(self.scale * logits, labels, reduction="none")
+        losses = F.cross_entropy(mask_logits(self.scale * logits, logit_mask), labels, reduction="none")
         return weighted_mean(losses, row_weights)
 
     def extra_repr(self) -> str:

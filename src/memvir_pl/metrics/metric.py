@@ -37,6 +37,20 @@ class RetrievalMetrics(Metric):
         seed: k-means seed (NMI only).
         **kwargs: passed to :class:`torchmetrics.Metric` (e.g. ``compute_on_cpu``).
 
+    Calling the metric as a module, ``metric(embeddings, labels)``, is
+    ``update`` only and returns ``None``: retrieval metrics of one batch are
+    not defined (a batch with <= K items has no K neighbours), so there is no
+    per-batch value. ``compute`` returns a dict, so ``self.log("x", metric)``
+    cannot log it; in a LightningModule update in the step and log the dict at
+    the epoch's end::
+
+        def validation_step(self, batch, batch_idx):
+            self.metric(self(batch["image"]), batch["label"])  # = update
+
+        def on_validation_epoch_end(self):
+            self.log_dict({f"val/{k}": v for k, v in self.metric.compute().items()})
+            self.metric.reset()
+
     Example::
 
         metric = RetrievalMetrics(k=(1, 2, 4, 8))
@@ -74,6 +88,10 @@ class RetrievalMetrics(Metric):
         self.seed = seed
         for name in ("embeddings", "labels", "indexes", "is_query"):
             self.add_state(name, default=[], dist_reduce_fx="cat")
+
+    def forward(self, *args: Any, **kwargs: Any) -> None:
+        """``update(*args, **kwargs)`` only (no per-batch compute); returns ``None``."""
+        self.update(*args, **kwargs)
 
     def update(
         self,
