@@ -54,6 +54,11 @@ ABLATIONS = {
     "const": ["module.lr_schedule=constant"],
     # the converse for regimes that train at a constant lr (the emoji regime (iv))
     "cosine": ["module.lr_schedule=cosine"],
+    # which part of MemVir does what (MemVirCallback's `parts`): old embeddings with their real
+    # labels and no virtual proxies; old proxies only; full MemVir without a row's own-class copies
+    "memory_rows": ["memvir.parts=memory_rows"],
+    "virtual_proxies": ["memvir.parts=virtual_proxies"],
+    "no_own_virtual": ["memvir.parts=no_own_virtual"],
 }
 #: Ablations of the training setting rather than of MemVir: the baseline runs with them too.
 BOTH_ARMS = frozenset({"const", "cosine"})
