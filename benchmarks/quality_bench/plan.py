@@ -13,6 +13,7 @@ import torch
 
 from quality_bench.grid import RunSpec
 from quality_bench.regimes import Regime
+from quality_bench.runner import machine_overrides
 
 
 def _median_seconds(step: Callable[[], None], reps: int) -> float:
@@ -41,7 +42,7 @@ def plan(regime_name: str, regime: Regime, work_dir: Path, reps: int = 3) -> str
     from memvir_pl.train import build_run
 
     spec = RunSpec("norm_softmax", False, regime.epochs, 0)
-    cfg = compose_config([*spec.overrides(regime), f"paths.cache_dir={work_dir.parent / '.cache'}"],
+    cfg = compose_config([*spec.overrides(regime), *machine_overrides(work_dir)],
                          work_dir / "plan")
     datamodule, module = build_run(cfg)
     batches = len(datamodule.train_dataloader())

@@ -63,6 +63,16 @@ def check_steps_per_epoch(cfg: Any, regime: Regime) -> None:
             "see benchmarks/quality_bench/regimes.py) or use a larger training split.")
 
 
+def machine_overrides(work_dir: Path) -> list[str]:
+    """Where a run finds its data and cache, and its thread count: the repository's ``data/``
+    (or ``$MEMVIR_DATA``; a run's own folder is its working directory), the grid's shared cache,
+    and the worker's ``--threads`` (which the run's ``threads`` key would otherwise reset)."""
+    import torch
+
+    return [f"paths.data_dir={os.environ.get('MEMVIR_DATA', REPO / 'data')}",
+            f"paths.cache_dir={work_dir.parent / '.cache'}", f"threads={torch.get_num_threads()}"]
+
+
 def run_one(spec: RunSpec, regime: Regime, work_dir: Path, cache_dir: Path, command: str = "") -> dict[str, Any]:
     """Train and test one run (in this process), or evaluate the zero-shot row; returns and
     caches its record, which keeps the ``command`` that started it."""
@@ -71,11 +81,7 @@ def run_one(spec: RunSpec, regime: Regime, work_dir: Path, cache_dir: Path, comm
     run_dir = work_dir / spec.name
     shutil.rmtree(run_dir, ignore_errors=True)  # a run killed before it finished starts afresh
     overrides = spec.overrides(regime)
-    import torch
-
-    # the worker's thread count (--threads), which the run's `threads` key would otherwise reset
-    cfg = compose_config([*overrides, f"paths.cache_dir={work_dir.parent / '.cache'}",
-                          f"threads={torch.get_num_threads()}"], run_dir)
+    cfg = compose_config([*overrides, *machine_overrides(work_dir)], run_dir)
     check_steps_per_epoch(cfg, regime)
     start = time.perf_counter()
     if spec.loss == ZERO_SHOT:
