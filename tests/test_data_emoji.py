@@ -24,6 +24,7 @@ from torchvision import transforms as T
 from memvir_pl.data import DMLDataModule
 from memvir_pl.data.emoji import sources as src
 from memvir_pl.data.emoji.build import (
+    EmojiSet,
     build_emoji_set,
     collect_candidates,
     drop_near_duplicates,
@@ -31,7 +32,7 @@ from memvir_pl.data.emoji.build import (
     thumbnails,
 )
 from memvir_pl.data.emoji.names import EmojiList, NameTable, canonical, is_skin_tone
-from memvir_pl.data.splits import split_of_key
+from memvir_pl.data.splits import load_dataclass, save_dataclass, split_of_key
 from memvir_pl.data.transforms import build_transform
 
 # (emojibase hexcode, CLDR label, skin variants)
@@ -318,6 +319,17 @@ def test_few_variant_takes_the_classes_with_most_renderings(emoji):
     assert few.classes == ("1F3F3-200D-1F308", "1F44B", "1F601")
     assert len(few.labels) == 3 * 14 and set(few.designs) <= set(emoji.designs)
     assert emoji.split("train", everything).num_classes == len(EXPECTED)
+
+
+def test_cache_round_trip_keeps_every_field(emoji, tmp_path):
+    save_dataclass(emoji, tmp_path / "emoji.npz")
+    loaded = load_dataclass(EmojiSet, tmp_path / "emoji.npz")
+    for name in ("images", "class_ids", "design_ids"):
+        original = getattr(emoji, name)
+        assert getattr(loaded, name).dtype == original.dtype and np.array_equal(getattr(loaded, name), original)
+    assert (loaded.classes, loaded.labels, loaded.designs) == (emoji.classes, emoji.labels, emoji.designs)
+    assert all(isinstance(k, str) for k in loaded.classes)
+    assert loaded.summary == json.loads(json.dumps(emoji.summary))
 
 
 def test_missing_packages_name_the_files_and_the_fetch_command(tmp_path):

@@ -65,6 +65,26 @@ def test_grid_orders_main_runs_before_ablations_and_names_them_uniquely():
     assert all(any("SplitEvaluation" in o for o in s.overrides(regime)) for s in specs)
 
 
+def test_an_ablation_that_changes_nothing_in_its_arm_reuses_the_plain_run(tmp_path, capsys):
+    # (v)'s MemVir arm already trains at a constant lr, so MemVir `const` is the plain MemVir
+    # run; its baseline `const` is a new run
+    regime = REGIMES["emoji_effnet_few"]
+    memvir_const, base_const = grid(regime, ["norm_softmax"], [1], ["const"], ["equal"])[-2:]
+    assert (memvir_const.name, memvir_const.same_as) == ("norm_softmax-memvir-const-e20-s1", "norm_softmax-memvir-e20-s1")
+    assert base_const.same_as == "" and not any(s.same_as for s in grid(regime, ["norm_softmax"], [1], ["N1"], ["equal"]))
+    # the runner trains nothing for it: it waits for the plain record, then copies it
+    runner.run_grid("x", [memvir_const], regime, tmp_path / "work", tmp_path, "cmd")
+    assert "not cached yet" in capsys.readouterr().out and not list(tmp_path.glob("*.json"))
+    plain = {"name": "norm_softmax-memvir-e20-s1", "loss": "norm_softmax", "memvir": True, "epochs": 20, "seed": 1,
+             "ablation": "", "test": {"test/recall@1": 0.5}, "command": "first"}
+    (tmp_path / "norm_softmax-memvir-e20-s1.json").write_text(json.dumps(plain))
+    runner.run_grid("x", [memvir_const], regime, tmp_path / "work", tmp_path, "cmd")
+    copy = json.loads((tmp_path / "norm_softmax-memvir-const-e20-s1.json").read_text())
+    assert copy == {**plain, "name": memvir_const.name, "ablation": "const", "same_as": plain["name"], "command": "cmd"}
+    assert not (tmp_path / "work").exists() or not any((tmp_path / "work").glob("norm_softmax-*"))
+    assert "MemVir const (seeds 1): the same configuration as MemVir" in report.same_as_lines([copy])[0]
+
+
 def test_emoji_regimes_scale_the_official_settings():
     # (v), CARS-like: the zero-shot row first (no training overrides); the baseline's step decay
     # at 50/130 of its own epochs; MemVir N scaled to 8 steps per epoch, M kept; Proxy-NCA's own N, M

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from quality_bench.regimes import ABLATIONS, BOTH_ARMS, COMMON, TEST_CURVE, ZERO_SHOT, Regime
 
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One run of the grid (``loss`` = :data:`ZERO_SHOT`: the untrained zero-shot row)."""
+    """One run of the grid (``loss`` = :data:`ZERO_SHOT`: the untrained zero-shot row).
+
+    ``same_as``: the name of the plain run (no ablation) this ablation run would repeat, when the
+    ablation changes nothing in its arm (e.g. ``const`` for a MemVir arm already at a constant
+    lr); the runner then records that run's results under this name instead of training again.
+    """
 
     loss: str
     memvir: bool
@@ -18,6 +23,7 @@ class RunSpec:
     seed: int
     ablation: str = ""
     extra: tuple[str, ...] = field(default=())
+    same_as: str = ""
 
     @property
     def name(self) -> str:
@@ -44,12 +50,27 @@ class RunSpec:
         ]
 
 
+def _configuration(overrides: list[str]) -> dict[str, str]:
+    """Overrides as Hydra applies them: key -> value, the last one of a key winning (``+`` and
+    ``++`` prefixes are the same key)."""
+    return {o.split("=", 1)[0].lstrip("+"): o.split("=", 1)[1] for o in overrides}
+
+
+def _unless_same_as_plain(spec: RunSpec, regime: Regime) -> RunSpec:
+    """``spec``, marked ``same_as`` its plain run when their overrides give the same configuration."""
+    plain = RunSpec(spec.loss, spec.memvir, spec.epochs, spec.seed)
+    if _configuration(spec.overrides(regime)) == _configuration(plain.overrides(regime)):
+        return replace(spec, same_as=plain.name)
+    return spec
+
+
 def grid(regime: Regime, losses: Sequence[str], seeds: Sequence[int], ablations: Sequence[str],
          budgets: Sequence[str]) -> list[RunSpec]:
     """The runs, most important first: the zero-shot row (if the regime has one), the
     equal-epoch pairs of every seed and loss, then the longer budget (MemVir at 2E, then the
     baseline at 2E), then the ablations (NormSoftmax MemVir at E with one setting changed,
-    every seed; the baseline too for those in :data:`BOTH_ARMS`)."""
+    every seed; the baseline too for those in :data:`BOTH_ARMS`; an ablation run that would
+    repeat its plain run is marked ``same_as`` it)."""
     e = regime.epochs
     specs = [RunSpec(ZERO_SHOT, False, 0, 0)] if regime.zero_shot else []
     specs += [RunSpec(loss, memvir, e, seed) for seed in seeds for loss in losses for memvir in (False, True)]
@@ -60,6 +81,6 @@ def grid(regime: Regime, losses: Sequence[str], seeds: Sequence[int], ablations:
         if name not in ABLATIONS:
             raise ValueError(f"unknown ablation {name!r}; choose from {sorted(ABLATIONS)}.")
         arms = (True, False) if name in BOTH_ARMS else (True,)
-        specs += [RunSpec("norm_softmax", memvir, e, seed, name, tuple(ABLATIONS[name]))
+        specs += [_unless_same_as_plain(RunSpec("norm_softmax", memvir, e, seed, name, tuple(ABLATIONS[name])), regime)
                   for seed in seeds for memvir in arms]
     return specs

@@ -253,6 +253,18 @@ def plot_curves(groups: dict[tuple, list[dict]], path: Path, title: str) -> None
 
 
 # ---------------------------------------------------------------------------- the report
+def same_as_lines(records: Sequence[dict]) -> list[str]:
+    """One line per ablation whose runs repeat the plain runs' configuration (``same_as``)."""
+    aliases: dict[tuple, list[int]] = {}
+    for r in records:
+        if r.get("same_as"):
+            aliases.setdefault((r["loss"], r["memvir"], r["ablation"]), []).append(r["seed"])
+    return [f"- {LABELS.get(loss, loss)} {method_label(memvir, ablation)} (seeds {', '.join(map(str, sorted(seeds)))}):"
+            f" the same configuration as {method_label(memvir, '')} (the ablation changes nothing in that arm),"
+            " so those runs are listed under both names, not trained twice"
+            for (loss, memvir, ablation), seeds in sorted(aliases.items())]
+
+
 def write_report(regime_name: str, regime: Regime, cache_dir: Path, out_dir: Path, command: str) -> Path:
     """``quality_<regime>.md`` (+ the val Recall@1 plot) from every cached run of the regime."""
     records = load_records(cache_dir)
@@ -274,7 +286,8 @@ def write_report(regime_name: str, regime: Regime, cache_dir: Path, out_dir: Pat
         " the grid, at low priority with `OMP_NUM_THREADS=1 nice`):",
         "",
         *(f"- `{c}`: {n} runs" for c, n in sorted(Counter(
-            r.get("command") or "(command not recorded)" for r in records).items())),
+            r.get("command") or "(command not recorded)" for r in records if not r.get("same_as")).items())),
+        *same_as_lines(records),
         "",
         f"Overrides of every run: `{' '.join([*regime.common_overrides(), *COMMON])}`; MemVir = `memvir=default`"
         " (N=5, M=50, U=2, exact, float32)"

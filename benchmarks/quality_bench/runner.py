@@ -135,6 +135,9 @@ def run_grid(label: str, specs: Sequence[RunSpec], regime: Regime, work_dir: Pat
     (work_dir.parent / ".gitignore").write_text("*\n")  # checkpoints: never committed
     cache_dir.mkdir(parents=True, exist_ok=True)
     for spec in specs:
+        if spec.same_as:
+            record_same_as(spec, cache_dir, command)
+            continue
         lock = cache_dir / f"{spec.name}.running"
         if (cache_dir / f"{spec.name}.json").exists() or not claim(lock):
             continue
@@ -143,6 +146,22 @@ def run_grid(label: str, specs: Sequence[RunSpec], regime: Regime, work_dir: Pat
             run_one(spec, regime, work_dir, cache_dir, command)
         finally:
             lock.unlink(missing_ok=True)
+
+
+def record_same_as(spec: RunSpec, cache_dir: Path, command: str) -> None:
+    """Record an ablation run that would repeat its plain run (``spec.same_as``) as that run's
+    results under the ablation's name, once the plain run is cached (later otherwise)."""
+    source, target = cache_dir / f"{spec.same_as}.json", cache_dir / f"{spec.name}.json"
+    if target.exists():
+        return
+    if not source.exists():
+        print(f"[quality] {spec.name}: the same configuration as {spec.same_as}, which is not cached yet; "
+              "recorded once it is (run this command again)", flush=True)
+        return
+    record = json.loads(source.read_text())
+    record.update(name=spec.name, ablation=spec.ablation, same_as=spec.same_as, command=command)
+    target.write_text(json.dumps(record, indent=1))
+    print(f"[quality] {spec.name}: the same configuration as {spec.same_as}; its results recorded", flush=True)
 
 
 def load_records(cache_dir: Path) -> list[dict]:

@@ -26,7 +26,6 @@ a character's split never depends on the fonts or on the other characters.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -46,7 +45,8 @@ from memvir_pl.data.splits import (
     DEFAULT_FRACTIONS,
     SPLITS,
     cache_key,
-    save_npz,
+    load_dataclass,
+    save_dataclass,
     split_of_key,
 )
 
@@ -365,27 +365,6 @@ def glyph_cache_key(
     return cache_key(payload)
 
 
-def _save(glyphs: GlyphSet, path: Path) -> None:
-    save_npz(path, {
-        "images": glyphs.images,
-        "codepoints": glyphs.codepoints,
-        "font_ids": glyphs.font_ids,
-        "font_names": np.array(glyphs.font_names),
-        "summary": np.array(json.dumps(glyphs.summary)),
-    })
-
-
-def _load(path: Path) -> GlyphSet:
-    with np.load(path) as data:
-        return GlyphSet(
-            images=data["images"],
-            codepoints=data["codepoints"],
-            font_ids=data["font_ids"],
-            font_names=tuple(str(n) for n in data["font_names"]),
-            summary=json.loads(str(data["summary"])),
-        )
-
-
 def load_glyph_set(
     fonts: str | Sequence[str] = "matplotlib",
     chars: str | None = None,
@@ -413,7 +392,7 @@ def load_glyph_set(
                               per_family)
         path = Path(cache_dir) / f"glyphs-{key}.npz"
         if path.is_file():
-            return _load(path)
+            return load_dataclass(GlyphSet, path)
     glyphs = build_glyph_set(faces, codepoints, image_size, min_fonts, homoglyph_fraction,
                              per_family)
     if glyphs.summary["classes"] == 0:
@@ -423,5 +402,5 @@ def load_glyph_set(
             f"({len(faces)} faces, chars={chars!r}); lower min_fonts or add fonts"
         )
     if path is not None:
-        _save(glyphs, path)
+        save_dataclass(glyphs, path)
     return glyphs

@@ -1,20 +1,23 @@
 """Shared by the rendered data sets (glyphs, emoji): class-disjoint splits by a stable hash, and
-the atomic ``.npz`` cache they are kept in."""
+the atomic ``.npz`` cache they are kept in (:func:`save_dataclass` / :func:`load_dataclass`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import tempfile
+import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 SPLITS = ("train", "val", "test")
 DEFAULT_FRACTIONS: Mapping[str, float] = {"train": 0.45, "val": 0.15, "test": 0.40}
+T = TypeVar("T")
 
 
 def check_fractions(fractions: Mapping[str, float]) -> dict[str, float]:
@@ -52,3 +55,42 @@ def save_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
         np.savez_compressed(f, **arrays)
     os.chmod(tmp, 0o644)
     os.replace(tmp, path)
+
+
+def _field_kind(hint: Any) -> str:
+    """How a dataclass field is stored: "array" (as is), "strings" (a tuple of str) or "json"."""
+    origin = typing.get_origin(hint) or hint
+    if origin is np.ndarray:
+        return "array"
+    if origin is tuple and typing.get_args(hint)[:1] == (str,):
+        return "strings"
+    if origin in (Mapping, dict):
+        return "json"
+    raise TypeError(f"cannot store a field of type {hint!r} in an .npz cache")
+
+
+def save_dataclass(obj: Any, path: Path) -> None:
+    """Write a data-set dataclass to ``path`` (one array per field, named like it): numpy
+    arrays as they are, ``tuple[str, ...]`` as string arrays, mappings as one JSON string."""
+    hints = typing.get_type_hints(type(obj))
+    arrays = {}
+    for f in dataclasses.fields(obj):
+        value, kind = getattr(obj, f.name), _field_kind(hints[f.name])
+        arrays[f.name] = value if kind == "array" else np.array(json.dumps(value) if kind == "json" else value)
+    save_npz(path, arrays)
+
+
+def load_dataclass(cls: type[T], path: Path) -> T:
+    """Read what :func:`save_dataclass` wrote for a ``cls``."""
+    hints = typing.get_type_hints(cls)
+    values = {}
+    with np.load(path) as data:
+        for f in dataclasses.fields(cls):
+            kind, array = _field_kind(hints[f.name]), data[f.name]
+            if kind == "array":
+                values[f.name] = array
+            elif kind == "strings":
+                values[f.name] = tuple(str(v) for v in array)
+            else:
+                values[f.name] = json.loads(str(array))
+    return cls(**values)

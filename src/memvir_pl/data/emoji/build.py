@@ -42,7 +42,14 @@ import PIL
 from memvir_pl.data.emoji import sources as src
 from memvir_pl.data.emoji.names import EmojiList, NameTable, canonical, is_skin_tone
 from memvir_pl.data.emoji.render import iconify_svg, png_to_array, svg_to_array
-from memvir_pl.data.splits import DEFAULT_FRACTIONS, SPLITS, cache_key, save_npz, split_of_key
+from memvir_pl.data.splits import (
+    DEFAULT_FRACTIONS,
+    SPLITS,
+    cache_key,
+    load_dataclass,
+    save_dataclass,
+    split_of_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -388,31 +395,6 @@ def emoji_cache_key(root: Path, sources: Sequence[src.Source], options: Mapping[
     })
 
 
-def _save(emoji: EmojiSet, path: Path) -> None:
-    save_npz(path, {
-        "images": emoji.images,
-        "class_ids": emoji.class_ids,
-        "design_ids": emoji.design_ids,
-        "classes": np.array(emoji.classes),
-        "labels": np.array(emoji.labels),
-        "designs": np.array(emoji.designs),
-        "summary": np.array(json.dumps(emoji.summary)),
-    })
-
-
-def _load(path: Path) -> EmojiSet:
-    with np.load(path) as data:
-        return EmojiSet(
-            images=data["images"],
-            class_ids=data["class_ids"],
-            design_ids=data["design_ids"],
-            classes=tuple(str(k) for k in data["classes"]),
-            labels=tuple(str(k) for k in data["labels"]),
-            designs=tuple(str(k) for k in data["designs"]),
-            summary=json.loads(str(data["summary"])),
-        )
-
-
 def load_emoji_set(
     root: str | os.PathLike,
     render_size: int = 64,
@@ -432,11 +414,11 @@ def load_emoji_set(
     if cache_dir is not None:
         path = Path(cache_dir) / f"emoji-{emoji_cache_key(root, src.SOURCES, options)}.npz"
         if path.is_file():
-            return _load(path)
+            return load_dataclass(EmojiSet, path)
     emoji = build_emoji_set(root, **options)
     if not emoji.classes:
         raise ValueError(f"no emoji has >= {min_designs} distinct renderings in {root}; "
                          "lower min_designs")
     if path is not None:
-        _save(emoji, path)
+        save_dataclass(emoji, path)
     return emoji
