@@ -5,7 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from quality_bench.regimes import ABLATIONS, BOTH_ARMS, COMMON, TEST_CURVE, ZERO_SHOT, Regime
+from quality_bench.regimes import (
+    ABLATIONS,
+    BOTH_ARMS,
+    COMMON,
+    TEST_CURVE,
+    ZERO_SHOT,
+    Regime,
+    last_wins,
+)
 
 
 @dataclass(frozen=True)
@@ -50,16 +58,10 @@ class RunSpec:
         ]
 
 
-def _configuration(overrides: list[str]) -> dict[str, str]:
-    """Overrides as Hydra applies them: key -> value, the last one of a key winning (``+`` and
-    ``++`` prefixes are the same key)."""
-    return {o.split("=", 1)[0].lstrip("+"): o.split("=", 1)[1] for o in overrides}
-
-
 def _unless_same_as_plain(spec: RunSpec, regime: Regime) -> RunSpec:
     """``spec``, marked ``same_as`` its plain run when their overrides give the same configuration."""
     plain = RunSpec(spec.loss, spec.memvir, spec.epochs, spec.seed)
-    if _configuration(spec.overrides(regime)) == _configuration(plain.overrides(regime)):
+    if set(last_wins(*spec.overrides(regime))) == set(last_wins(*plain.overrides(regime))):
         return replace(spec, same_as=plain.name)
     return spec
 
