@@ -131,8 +131,24 @@ def test_ablation_rows_compare_with_default_memvir_and_the_matching_baseline():
     assert f"| +2.50 ± {se:.2f} | -1.50 ± {se:.2f} |" in n1
     const = next(r for r in rows if " const " in r)
     # one seed: the baseline with the same (constant-lr) setting, not the default baseline
-    assert const.endswith("| -1.00 | -4.00 |")
-    assert not any("baseline const" in r for r in rows)
+    assert const.endswith("| -1.00 | -4.00 (baseline const) |")
+    assert not any("baseline const" in r for r in rows if " const " not in r)
+
+
+def test_a_regime_can_compare_memvir_ablations_with_a_baseline_trained_like_memvir():
+    # regime (v): the plain baseline decays its lr, MemVir does not; its parts are compared
+    # with the baseline at MemVir's constant lr (`const`), on the seeds both have
+    assert REGIMES["emoji_effnet_few"].ablation_baseline == "const"
+    records = [_record(False, "", s, 80) for s in (0, 1)] + [_record(True, "", s, 86) for s in (0, 1)]
+    records += [_record(False, "const", 0, 90), _record(False, "const", 1, 92), _record(False, "const", 2, 70)]
+    records += [_record(True, "virtual_proxies", s, 93 + s) for s in (0, 1)]
+    groups = stats.group(records)
+    rows = report.ablation_rows(groups, "const")[2:]
+    vp = next(r for r in rows if " virtual_proxies " in r)
+    # 93.5 vs 86 (default MemVir) and vs 91 (baseline const, seeds 0 and 1 only); SE = sqrt(.5/2 + 2/2)
+    se = math.sqrt(0.5 / 2 + 2 / 2)
+    assert vp.endswith(f"| +7.50 ± 0.50 | +2.50 ± {se:.2f} (baseline const) |")
+    assert report.ablation_rows(groups)[2:][0].endswith("| +13.50 ± 0.50 |")
 
 
 def _audited(memvir, epochs, seed, selected, curve):

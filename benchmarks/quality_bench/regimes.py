@@ -81,6 +81,10 @@ class Regime:
             so that the regime does not depend on the data's exact size; the runner checks that
             the data holds that many batches. ``None``: the whole training split.
         zero_shot: the grid starts with the zero-shot row (pretrained backbones only).
+        ablation_baseline: the baseline runs that MemVir's ablations are compared with: those
+            of this ablation (trained like the MemVir arm apart from MemVir, e.g. ``"const"``
+            where the plain baseline decays its lr and MemVir does not); ``""``: the plain
+            baseline. Ablations in :data:`BOTH_ARMS` are always compared with their own baseline.
     """
 
     description: str
@@ -92,6 +96,7 @@ class Regime:
     baseline_step_decay: float | None = None
     steps_per_epoch: int | None = None
     zero_shot: bool = False
+    ablation_baseline: str = ""
 
     def common_overrides(self) -> tuple[str, ...]:
         """The overrides of every run of the regime (the zero-shot row included)."""
@@ -226,6 +231,8 @@ REGIMES = {
         baseline_step_decay=50 / CARS_EPOCHS,
         steps_per_epoch=EMOJI_FEW_STEPS,
         zero_shot=True,
+        # MemVir's parts against the baseline at MemVir's constant lr, not at the step decay
+        ablation_baseline="const",
     ),
     "tiny": Regime(
         "smoke test: a few steps on a Latin subset",

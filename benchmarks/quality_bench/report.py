@@ -17,6 +17,7 @@ from quality_bench.regimes import (
     COMMON,
     LABELS,
     METRICS,
+    REGIMES,
     SELECT,
     TEST_CURVE,
     ZERO_SHOT,
@@ -74,21 +75,22 @@ def comparison_rows(groups: dict[tuple, list[dict]]) -> list[str]:
     return lines
 
 
-def ablation_rows(groups: dict[tuple, list[dict]]) -> list[str]:
-    """Each ablation (mean over its seeds) against the default MemVir and the baseline at the
-    same epochs and seeds: Δ test R@1 ± Welch SE."""
+def ablation_rows(groups: dict[tuple, list[dict]], ablation_baseline: str = "") -> list[str]:
+    """Each ablation (mean over its seeds) against the default MemVir and the baseline
+    (:func:`stats.baseline_of`) at the same epochs and seeds: Δ test R@1 ± Welch SE."""
     head = ("| setting | overrides | seeds | test R@1 | test MAP@R | Δ R@1 vs default MemVir "
             "| Δ R@1 vs baseline |")
     lines = [head, "|---|---|---|---|---|---|---|"]
-    for loss, ablation, rs, mem, base in stats.ablations_vs_baseline(groups):
+    for loss, ablation, rs, mem, base in stats.ablations_vs_baseline(groups, ablation_baseline):
         r1 = stats.test_values(rs, "recall@1")
         cells = [fmt(*stats.difference(r1, stats.test_values(ref, "recall@1")), signed=True) if ref else "–"
                  for ref in (mem, base)]
+        which = stats.baseline_of(ablation, ablation_baseline)
         lines.append(f"| {LABELS.get(loss, loss)} MemVir {ablation} (E={rs[0]['epochs']}) | "
                      f"`{' '.join(ABLATIONS.get(ablation, []))}` | "
                      f"{','.join(str(r['seed']) for r in sorted(rs, key=lambda r: r['seed']))} | "
                      f"{fmt(*stats.mean_std(r1))} | {fmt(*stats.mean_std(stats.test_values(rs, 'map@r')))} | "
-                     f"{cells[0]} | {cells[1]} |")
+                     f"{cells[0]} | {cells[1]}{f' (baseline {which})' if which else ''} |")
     return lines
 
 
@@ -139,6 +141,7 @@ def audit_section(records: Sequence[dict]) -> list[str]:
     runs = stats.audited(records)
     if not runs:
         return []
+    trained = [r for r in records if not r.get("same_as")]
     groups = stats.group(runs)
     decomposition = decomposition_rows(groups)
     paper = [
@@ -147,7 +150,7 @@ def audit_section(records: Sequence[dict]) -> list[str]:
         " columns add up: ours + budget + protocol = official.", "", *decomposition, ""]
     return [
         "## Protocol audit", "",
-        f"{len(runs)} of {len(records)} runs evaluate the test classes at every validation (`{TEST_CURVE}`,"
+        f"{len([r for r in runs if not r.get('same_as')])} of {len(trained)} runs evaluate the test classes at every validation (`{TEST_CURVE}`,"
         " from issue 12 on; the zero-shot row once). (a): our"
         f" protocol, the test metrics of the epoch chosen on validation by `{SELECT}`; (b): the"
         " official code's, the best test value over every evaluated epoch, per metric on its own."
@@ -179,10 +182,12 @@ def summary_plot(regime_names: Sequence[str], runs_dir: Path, path: Path) -> Pat
             d, se = stats.difference(stats.test_values(c.memvir, "recall@1"), stats.test_values(c.baseline, "recall@1"))
             bars.append((f"{short}: {LABELS.get(c.loss, c.loss)} {c.label} n={len(c.memvir)}/{len(c.baseline)}",
                          d, se))
-        for loss, ablation, rs, _, base in stats.ablations_vs_baseline(groups):
+        reference = REGIMES[name].ablation_baseline if name in REGIMES else ""
+        for loss, ablation, rs, _, base in stats.ablations_vs_baseline(groups, reference):
             if base:
                 d, se = stats.difference(stats.test_values(rs, "recall@1"), stats.test_values(base, "recall@1"))
-                vs = f" vs baseline {ablation}" if ablation in BOTH_ARMS else ""
+                which = stats.baseline_of(ablation, reference)
+                vs = f" vs baseline {which}" if which else ""
                 bars.append((f"{short}: {LABELS.get(loss, loss)} MemVir {ablation} (E={rs[0]['epochs']})"
                              f"{vs} n={len(rs)}/{len(base)}", d, se))
     if not bars:
@@ -305,11 +310,14 @@ def write_report(regime_name: str, regime: Regime, cache_dir: Path, out_dir: Pat
         *comparison_rows(groups),
         "",
     ]
-    ablations = ablation_rows(groups)
+    ablations = ablation_rows(groups, regime.ablation_baseline)
     if len(ablations) > 2:
+        reference = (f"; the others with the baseline `{regime.ablation_baseline}`"
+                     f" (`{' '.join(ABLATIONS[regime.ablation_baseline])}`), trained like MemVir apart from"
+                     " MemVir" if regime.ablation_baseline else "")
         lines += ["## Ablations (NormSoftmax MemVir, one setting changed; Δ ± Welch SE over the"
                   " seeds run, n/a with one seed; settings in "
-                  f"{sorted(BOTH_ARMS)} change the baseline too and are compared with it)", "",
+                  f"{sorted(BOTH_ARMS)} change the baseline too and are compared with it{reference})", "",
                   *ablations, ""]
     lines += audit_section(records)
     lines += [f"Validation Recall@1 per epoch: `{plot.name}`.", ""]

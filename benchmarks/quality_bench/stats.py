@@ -87,17 +87,24 @@ def comparisons(groups: dict[tuple, list[dict]]) -> list[Comparison]:
     return found
 
 
-def ablations_vs_baseline(groups: dict[tuple, list[dict]]) -> list[tuple[str, str, list[dict], list[dict], list[dict]]]:
+def baseline_of(ablation: str, ablation_baseline: str = "") -> str:
+    """The baseline ablation a MemVir ``ablation`` is compared with: its own where it changes
+    both arms (:data:`BOTH_ARMS`), else the regime's ``ablation_baseline`` ("" = plain)."""
+    return ablation if ablation in BOTH_ARMS else ablation_baseline
+
+
+def ablations_vs_baseline(groups: dict[tuple, list[dict]], ablation_baseline: str = ""
+                          ) -> list[tuple[str, str, list[dict], list[dict], list[dict]]]:
     """(loss, ablation, its runs, default-MemVir runs, baseline runs) for every MemVir ablation;
-    the references are restricted to the ablation's seeds and epochs, and the baseline ran with
-    the same setting when the ablation is in :data:`BOTH_ARMS`."""
+    the references are restricted to the ablation's seeds and epochs, and the baseline runs are
+    those of :func:`baseline_of` (the regime's :attr:`~quality_bench.regimes.Regime.ablation_baseline`)."""
     found = []
     for (loss, memvir_arm, ablation, e), rs in sorted(groups.items()):
         if not ablation or not memvir_arm:
             continue
         seeds = {r["seed"] for r in rs}
         refs = [[x for x in groups.get((loss, memvir, ref_ablation, e), []) if x["seed"] in seeds]
-                for memvir, ref_ablation in ((True, ""), (False, ablation if ablation in BOTH_ARMS else ""))]
+                for memvir, ref_ablation in ((True, ""), (False, baseline_of(ablation, ablation_baseline)))]
         found.append((loss, ablation, rs, *refs))
     return found
 
