@@ -7,8 +7,9 @@ checkpoint as mean ± std over seeds plus the MemVir − baseline difference wit
 standard error (Welch: sqrt(s_a²/n_a + s_b²/n_b)). Budgets: ``E`` epochs for both (equal
 epochs), MemVir at ``2E`` against the baseline at ``E`` (MemVir trained longer, as the
 paper does) and the budget-matched control (baseline at ``2E``). Ablations vary one MemVir
-setting of the equal-epoch NormSoftmax run; those in ``BOTH_ARMS`` (the lr schedules) change
-the baseline too. ``--summary`` draws every regime's differences in one figure.
+setting of the NormSoftmax run (at ``E``; ``--ablation-budgets long`` adds ``2E``); those in
+``BOTH_ARMS`` (the lr schedules) change the baseline too, and a regime's ``ablation_baseline``
+(e.g. ``const``) is also compared arm against arm like the plain runs. ``--summary`` draws every regime's differences in one figure.
 
 Every run also evaluates the test classes at each validation; the report's protocol audit
 sets our protocol (test at the epoch chosen on validation) beside the official code's (the
@@ -42,7 +43,7 @@ from pathlib import Path
 
 from quality_bench import report, runner
 from quality_bench.data_report import data_report
-from quality_bench.grid import grid
+from quality_bench.grid import BUDGETS, grid
 from quality_bench.regimes import ABLATIONS, LOSSES, REGIMES
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -53,8 +54,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--regime", choices=sorted(REGIMES), default="glyphs_cnn")
     p.add_argument("--losses", nargs="+", choices=sorted(LOSSES), default=["norm_softmax", "proxy_anchor"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--budgets", nargs="+", choices=["equal", "long"], default=["equal", "long"])
+    p.add_argument("--budgets", nargs="+", choices=sorted(BUDGETS), default=["equal", "long"],
+                   help="epochs of the plain runs: equal = E for both arms, long = 2E for both")
     p.add_argument("--ablations", nargs="*", default=[], help=f"of {sorted(ABLATIONS)}")
+    p.add_argument("--ablation-budgets", nargs="+", choices=sorted(BUDGETS), default=["equal"],
+                   help="epochs of the ablation runs (default E only)")
     p.add_argument("--epochs", type=int, default=None, help="E (default: the regime's)")
     p.add_argument("--out", type=Path, default=None,
                    help="results folder (default benchmarks/results; the run cache is under its runs/)")
@@ -109,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> Path | str:
         print(text)
         return text
     if not args.report_only:
-        specs = grid(regime, args.losses, args.seeds, args.ablations, args.budgets)
+        specs = grid(regime, args.losses, args.seeds, args.ablations, args.budgets, args.ablation_budgets)
         runner.run_grid(args.regime, specs, regime, work_dir, cache_dir, command)
     table = report.write_report(args.regime, regime, cache_dir, out_dir, command)
     print(table.read_text())

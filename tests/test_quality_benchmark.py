@@ -85,6 +85,43 @@ def test_an_ablation_that_changes_nothing_in_its_arm_reuses_the_plain_run(tmp_pa
     assert "MemVir const (seeds 1): the same configuration as MemVir" in report.same_as_lines([copy])[0]
 
 
+def test_ablations_can_run_at_the_longer_budget_and_pair_like_the_plain_runs(tmp_path):
+    # (v) at 2E: the baseline at MemVir's constant lr (`const`) beside MemVir (its `const` run is
+    # the plain MemVir run, recorded under both names)
+    few = REGIMES["emoji_effnet_few"]
+    specs = grid(few, ["norm_softmax"], [2], ["const"], ["equal"], ["long"])
+    assert [(s.name, s.same_as) for s in specs[3:]] == [
+        ("norm_softmax-memvir-const-e40-s2", "norm_softmax-memvir-e40-s2"), ("norm_softmax-base-const-e40-s2", "")]
+    assert [o for o in last_wins(*specs[-1].overrides(few)) if o.startswith("module.lr_schedule=")] == [
+        "module.lr_schedule=constant"]
+    assert len(grid(few, ["norm_softmax"], [2], ["const"], ["equal"], ["equal", "long"])) == 3 + 4
+    with pytest.raises(ValueError, match="unknown budget 'triple'"):
+        grid(few, ["norm_softmax"], [0], ["const"], ["equal"], ["triple"])
+    assert quality.parse_args(["--ablation-budgets", "long"]).ablation_budgets == ["long"]
+    # the const arms pair at E, at 2E and MemVir 2E vs baseline E, like the plain runs
+    def every_metric(r):  # each metric = R@1
+        return {**r, "test": {f"test/{m}": r["test"]["test/recall@1"] for m in METRICS}}
+
+    records = [every_metric(_record(True, "const", s, 86 + s, epochs=e)) for s in (0, 1) for e in (8, 16)]
+    records += [every_metric(_record(False, "const", s, 90 + 2 * s, epochs=8)) for s in (0, 1)]
+    records += [every_metric(_record(False, "const", s, 91, epochs=16)) for s in (0, 1)]
+    groups = stats.group(records)
+    assert stats.comparisons(groups) == []
+    rows = report.comparison_rows(groups, "const")[2:]
+    # E=8: 86.5 - 91 = -4.5, SE sqrt(.5/2 + 2/2); E=16: 86.5 - 91 (SE sqrt(.5/2)); 2x: 86.5 - 91 again
+    assert [r.split(" | ")[1:4] for r in rows] == [
+        ["equal epochs (E=8)", "2/2", f"-4.50 ± {math.sqrt(0.25 + 1):.2f}"],
+        ["equal epochs (E=16)", "2/2", f"-4.50 ± {math.sqrt(0.25):.2f}"],
+        ["MemVir 2x longer (E=16 vs 8)", "2/2", f"-4.50 ± {math.sqrt(0.25 + 1):.2f}"]]
+    cache = tmp_path / "runs"
+    cache.mkdir()
+    for i, r in enumerate(records):
+        (cache / f"{i}.json").write_text(json.dumps({**r, "seconds": 60, "best": {"epoch": 1},
+                                                            "val_curve": [{"epoch": 1, "val/recall@1": 0.5}]}))
+    text = report.write_report("emoji_effnet_few", few, cache, tmp_path, "cmd").read_text()
+    assert "## MemVir − baseline `const`" in text and "| MemVir 2x longer (E=16 vs 8) | 2/2 | -4.50" in text
+
+
 def test_emoji_regimes_scale_the_official_settings():
     # (v), CARS-like: the zero-shot row first (no training overrides); the baseline's step decay
     # at 50/130 of its own epochs; MemVir N scaled to 8 steps per epoch, M kept; Proxy-NCA's own N, M

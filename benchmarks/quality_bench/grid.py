@@ -15,6 +15,9 @@ from quality_bench.regimes import (
     last_wins,
 )
 
+#: budget name -> epochs as a multiple of the regime's E
+BUDGETS = {"equal": 1, "long": 2}
+
 
 @dataclass(frozen=True)
 class RunSpec:
@@ -67,13 +70,16 @@ def _unless_same_as_plain(spec: RunSpec, regime: Regime) -> RunSpec:
 
 
 def grid(regime: Regime, losses: Sequence[str], seeds: Sequence[int], ablations: Sequence[str],
-         budgets: Sequence[str]) -> list[RunSpec]:
+         budgets: Sequence[str], ablation_budgets: Sequence[str] = ("equal",)) -> list[RunSpec]:
     """The runs, most important first: the zero-shot row (if the regime has one), the
     equal-epoch pairs of every seed and loss, then the longer budget (MemVir at 2E, then the
-    baseline at 2E), then the ablations (NormSoftmax MemVir at E with one setting changed,
-    every seed; the baseline too for those in :data:`BOTH_ARMS`; an ablation run that would
-    repeat its plain run is marked ``same_as`` it)."""
+    baseline at 2E), then the ablations (NormSoftmax MemVir with one setting changed, every
+    seed, at E and/or 2E as ``ablation_budgets`` says; the baseline too for those in
+    :data:`BOTH_ARMS`; an ablation run that would repeat its plain run is marked ``same_as`` it)."""
     e = regime.epochs
+    for name in [*budgets, *ablation_budgets]:
+        if name not in BUDGETS:
+            raise ValueError(f"unknown budget {name!r}; choose from {sorted(BUDGETS)}.")
     specs = [RunSpec(ZERO_SHOT, False, 0, 0)] if regime.zero_shot else []
     specs += [RunSpec(loss, memvir, e, seed) for seed in seeds for loss in losses for memvir in (False, True)]
     if "long" in budgets:
@@ -83,6 +89,7 @@ def grid(regime: Regime, losses: Sequence[str], seeds: Sequence[int], ablations:
         if name not in ABLATIONS:
             raise ValueError(f"unknown ablation {name!r}; choose from {sorted(ABLATIONS)}.")
         arms = (True, False) if name in BOTH_ARMS else (True,)
-        specs += [_unless_same_as_plain(RunSpec("norm_softmax", memvir, e, seed, name, tuple(ABLATIONS[name])), regime)
-                  for seed in seeds for memvir in arms]
+        specs += [_unless_same_as_plain(RunSpec("norm_softmax", memvir, BUDGETS[budget] * e, seed, name,
+                                                tuple(ABLATIONS[name])), regime)
+                  for budget in ablation_budgets for seed in seeds for memvir in arms]
     return specs

@@ -63,12 +63,13 @@ def _verdict(d: float, se: float) -> str:
     return "no"
 
 
-def comparison_rows(groups: dict[tuple, list[dict]]) -> list[str]:
-    """The :func:`stats.comparisons` as table rows: test Δ per metric, mean ± Welch SE over seeds."""
+def comparison_rows(groups: dict[tuple, list[dict]], ablation: str = "") -> list[str]:
+    """The :func:`stats.comparisons` (of the plain runs, or of ``ablation``'s) as table rows:
+    test Δ per metric, mean ± Welch SE over seeds."""
     head = "| loss | comparison | seeds (MemVir/base) | " + " | ".join(
         f"Δ {m}" for m in METRICS) + " | abs(Δ R@1) > 2 SE? |"
     lines = [head, "|" + "---|" * (4 + len(METRICS))]
-    for c in stats.comparisons(groups):
+    for c in stats.comparisons(groups, ablation):
         cells = [stats.difference(stats.test_values(c.memvir, m), stats.test_values(c.baseline, m)) for m in METRICS]
         lines.append(f"| {LABELS.get(c.loss, c.loss)} | {c.label} | {len(c.memvir)}/{len(c.baseline)} | "
                      + " | ".join(fmt(*d, signed=True) for d in cells) + f" | {_verdict(*cells[0])} |")
@@ -81,16 +82,15 @@ def ablation_rows(groups: dict[tuple, list[dict]], ablation_baseline: str = "") 
     head = ("| setting | overrides | seeds | test R@1 | test MAP@R | Δ R@1 vs default MemVir "
             "| Δ R@1 vs baseline |")
     lines = [head, "|---|---|---|---|---|---|---|"]
-    for loss, ablation, rs, mem, base in stats.ablations_vs_baseline(groups, ablation_baseline):
-        r1 = stats.test_values(rs, "recall@1")
+    for a in stats.ablations_vs_baseline(groups, ablation_baseline):
+        r1 = stats.test_values(a.runs, "recall@1")
         cells = [fmt(*stats.difference(r1, stats.test_values(ref, "recall@1")), signed=True) if ref else "–"
-                 for ref in (mem, base)]
-        which = stats.baseline_of(ablation, ablation_baseline)
-        lines.append(f"| {LABELS.get(loss, loss)} MemVir {ablation} (E={rs[0]['epochs']}) | "
-                     f"`{' '.join(ABLATIONS.get(ablation, []))}` | "
-                     f"{','.join(str(r['seed']) for r in sorted(rs, key=lambda r: r['seed']))} | "
-                     f"{fmt(*stats.mean_std(r1))} | {fmt(*stats.mean_std(stats.test_values(rs, 'map@r')))} | "
-                     f"{cells[0]} | {cells[1]}{f' (baseline {which})' if which else ''} |")
+                 for ref in (a.memvir, a.baseline)]
+        lines.append(f"| {LABELS.get(a.loss, a.loss)} MemVir {a.ablation} (E={a.runs[0]['epochs']}) | "
+                     f"`{' '.join(ABLATIONS.get(a.ablation, []))}` | "
+                     f"{','.join(str(r['seed']) for r in sorted(a.runs, key=lambda r: r['seed']))} | "
+                     f"{fmt(*stats.mean_std(r1))} | {fmt(*stats.mean_std(stats.test_values(a.runs, 'map@r')))} | "
+                     f"{cells[0]} | {cells[1]}{f' (baseline {a.baseline_name})' if a.baseline_name else ''} |")
     return lines
 
 
@@ -150,7 +150,7 @@ def audit_section(records: Sequence[dict]) -> list[str]:
         " columns add up: ours + budget + protocol = official.", "", *decomposition, ""]
     return [
         "## Protocol audit", "",
-        f"{len([r for r in runs if not r.get('same_as')])} of {len(trained)} runs evaluate the test classes at every validation (`{TEST_CURVE}`,"
+        f"{len(stats.audited(trained))} of {len(trained)} runs evaluate the test classes at every validation (`{TEST_CURVE}`,"
         " from issue 12 on; the zero-shot row once). (a): our"
         f" protocol, the test metrics of the epoch chosen on validation by `{SELECT}`; (b): the"
         " official code's, the best test value over every evaluated epoch, per metric on its own."
@@ -183,13 +183,12 @@ def summary_plot(regime_names: Sequence[str], runs_dir: Path, path: Path) -> Pat
             bars.append((f"{short}: {LABELS.get(c.loss, c.loss)} {c.label} n={len(c.memvir)}/{len(c.baseline)}",
                          d, se))
         reference = REGIMES[name].ablation_baseline if name in REGIMES else ""
-        for loss, ablation, rs, _, base in stats.ablations_vs_baseline(groups, reference):
-            if base:
-                d, se = stats.difference(stats.test_values(rs, "recall@1"), stats.test_values(base, "recall@1"))
-                which = stats.baseline_of(ablation, reference)
-                vs = f" vs baseline {which}" if which else ""
-                bars.append((f"{short}: {LABELS.get(loss, loss)} MemVir {ablation} (E={rs[0]['epochs']})"
-                             f"{vs} n={len(rs)}/{len(base)}", d, se))
+        for a in stats.ablations_vs_baseline(groups, reference):
+            if a.baseline:
+                d, se = stats.difference(stats.test_values(a.runs, "recall@1"), stats.test_values(a.baseline, "recall@1"))
+                vs = f" vs baseline {a.baseline_name}" if a.baseline_name else ""
+                bars.append((f"{short}: {LABELS.get(a.loss, a.loss)} MemVir {a.ablation} (E={a.runs[0]['epochs']})"
+                             f"{vs} n={len(a.runs)}/{len(a.baseline)}", d, se))
     if not bars:
         raise FileNotFoundError(f"no cached runs under {runs_dir} for {list(regime_names)}")
     fig, ax = plt.subplots(figsize=(10, 0.32 * len(bars) + 1.2))
@@ -250,7 +249,8 @@ def plot_curves(groups: dict[tuple, list[dict]], path: Path, title: str) -> None
         name = LABELS.get(loss, loss) + (f" ablations, seed {sorted(seeds)}" if ablations else "")
         ax.set(title=name, xlabel="epoch", ylabel="val Recall@1 (%)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:  # a panel may have no plain runs yet
+            ax.legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -310,14 +310,18 @@ def write_report(regime_name: str, regime: Regime, cache_dir: Path, out_dir: Pat
         *comparison_rows(groups),
         "",
     ]
-    ablations = ablation_rows(groups, regime.ablation_baseline)
+    reference = regime.ablation_baseline
+    if reference and stats.comparisons(groups, reference):
+        lines += [f"## MemVir − baseline `{reference}` (both arms `{' '.join(ABLATIONS[reference])}`:"
+                  " the baseline trained like MemVir apart from MemVir)", "",
+                  *comparison_rows(groups, reference), ""]
+    ablations = ablation_rows(groups, reference)
     if len(ablations) > 2:
-        reference = (f"; the others with the baseline `{regime.ablation_baseline}`"
-                     f" (`{' '.join(ABLATIONS[regime.ablation_baseline])}`), trained like MemVir apart from"
-                     " MemVir" if regime.ablation_baseline else "")
+        others = (f"; the others with the baseline `{reference}` (`{' '.join(ABLATIONS[reference])}`),"
+                  " trained like MemVir apart from MemVir" if reference else "")
         lines += ["## Ablations (NormSoftmax MemVir, one setting changed; Δ ± Welch SE over the"
                   " seeds run, n/a with one seed; settings in "
-                  f"{sorted(BOTH_ARMS)} change the baseline too and are compared with it{reference})", "",
+                  f"{sorted(BOTH_ARMS)} change the baseline too and are compared with it{others})", "",
                   *ablations, ""]
     lines += audit_section(records)
     lines += [f"Validation Recall@1 per epoch: `{plot.name}`.", ""]

@@ -71,17 +71,18 @@ class Comparison(NamedTuple):
     baseline_epochs: int
 
 
-def comparisons(groups: dict[tuple, list[dict]]) -> list[Comparison]:
+def comparisons(groups: dict[tuple, list[dict]], ablation: str = "") -> list[Comparison]:
     """Per loss at every epoch budget E run: equal epochs (E vs E) and MemVir trained twice as
     long (2E vs E: the paper's setting of a longer MemVir run, at our budget ratio). The
-    budget-matched control (both at 2E) is the equal-epoch row of 2E."""
+    budget-matched control (both at 2E) is the equal-epoch row of 2E. ``ablation``: pair the
+    runs of that ablation (both arms, e.g. ``const``) instead of the plain runs."""
     found = []
     for loss in sorted({k[0] for k in groups}):
-        budgets = sorted({k[3] for k in groups if k[0] == loss and not k[2]})
+        budgets = sorted({k[3] for k in groups if k[0] == loss and k[2] == ablation})
         pairs = [(f"equal epochs (E={e})", e, e) for e in budgets]
         pairs += [(f"MemVir 2x longer (E={2 * e} vs {e})", 2 * e, e) for e in budgets]
         for label, e_mem, e_base in pairs:
-            mem, base = groups.get((loss, True, "", e_mem)), groups.get((loss, False, "", e_base))
+            mem, base = groups.get((loss, True, ablation, e_mem)), groups.get((loss, False, ablation, e_base))
             if mem and base:
                 found.append(Comparison(loss, label, mem, base, e_mem, e_base))
     return found
@@ -93,19 +94,31 @@ def baseline_of(ablation: str, ablation_baseline: str = "") -> str:
     return ablation if ablation in BOTH_ARMS else ablation_baseline
 
 
+class AblationComparison(NamedTuple):
+    """One MemVir ablation's runs with its references, restricted to its seeds and epochs."""
+
+    loss: str
+    ablation: str
+    runs: list[dict]
+    memvir: list[dict]
+    baseline: list[dict]
+    baseline_name: str  # the baseline's ablation ("" = the plain baseline), see baseline_of
+
+
 def ablations_vs_baseline(groups: dict[tuple, list[dict]], ablation_baseline: str = ""
-                          ) -> list[tuple[str, str, list[dict], list[dict], list[dict]]]:
-    """(loss, ablation, its runs, default-MemVir runs, baseline runs) for every MemVir ablation;
-    the references are restricted to the ablation's seeds and epochs, and the baseline runs are
-    those of :func:`baseline_of` (the regime's :attr:`~quality_bench.regimes.Regime.ablation_baseline`)."""
+                          ) -> list[AblationComparison]:
+    """Every MemVir ablation with the default-MemVir runs and the baseline runs of
+    :func:`baseline_of` (the regime's :attr:`~quality_bench.regimes.Regime.ablation_baseline`)
+    at the same epochs and seeds."""
     found = []
     for (loss, memvir_arm, ablation, e), rs in sorted(groups.items()):
         if not ablation or not memvir_arm:
             continue
         seeds = {r["seed"] for r in rs}
-        refs = [[x for x in groups.get((loss, memvir, ref_ablation, e), []) if x["seed"] in seeds]
-                for memvir, ref_ablation in ((True, ""), (False, baseline_of(ablation, ablation_baseline)))]
-        found.append((loss, ablation, rs, *refs))
+        which = baseline_of(ablation, ablation_baseline)
+        mem, base = ([x for x in groups.get((loss, memvir, ref, e), []) if x["seed"] in seeds]
+                     for memvir, ref in ((True, ""), (False, which)))
+        found.append(AblationComparison(loss, ablation, rs, mem, base, which))
     return found
 
 
