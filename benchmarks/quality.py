@@ -9,7 +9,8 @@ epochs), MemVir at ``2E`` against the baseline at ``E`` (MemVir trained longer, 
 paper does) and the budget-matched control (baseline at ``2E``). Ablations vary one MemVir
 setting of the NormSoftmax run (at ``E``; ``--ablation-budgets long`` adds ``2E``); those in
 ``BOTH_ARMS`` (the lr schedules) change the baseline too, and a regime's ``ablation_baseline``
-(e.g. ``const``) is also compared arm against arm like the plain runs. ``--summary`` draws every regime's differences in one figure.
+(e.g. ``const``) is also compared arm against arm like the plain runs. ``--summary`` draws
+every regime's differences in one figure.
 
 Every run also evaluates the test classes at each validation; the report's protocol audit
 sets our protocol (test at the epoch chosen on validation) beside the official code's (the

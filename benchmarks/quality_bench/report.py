@@ -311,10 +311,10 @@ def write_report(regime_name: str, regime: Regime, cache_dir: Path, out_dir: Pat
         "",
     ]
     reference = regime.ablation_baseline
-    if reference and stats.comparisons(groups, reference):
+    reference_rows = comparison_rows(groups, reference) if reference else []
+    if len(reference_rows) > 2:
         lines += [f"## MemVir − baseline `{reference}` (both arms `{' '.join(ABLATIONS[reference])}`:"
-                  " the baseline trained like MemVir apart from MemVir)", "",
-                  *comparison_rows(groups, reference), ""]
+                  " the baseline trained like MemVir apart from MemVir)", "", *reference_rows, ""]
     ablations = ablation_rows(groups, reference)
     if len(ablations) > 2:
         others = (f"; the others with the baseline `{reference}` (`{' '.join(ABLATIONS[reference])}`),"
