@@ -32,6 +32,8 @@ def build_run(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModu
     datamodule.prepare_data()
     datamodule.setup("fit")
     model = hydra.utils.instantiate(cfg.model)
+    if getattr(datamodule, "cache_features", False):
+        datamodule.use_backbone(model)
     loss = hydra.utils.instantiate(cfg.loss)
     if callable(loss) and not isinstance(loss, torch.nn.Module):  # a partial: size it now
         loss = loss(num_classes=datamodule.num_classes, embedding_dim=model.embedding_dim)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -14,6 +15,13 @@ from memvir_pl.data.datasets import ArrayImageDataset, GlyphDataset, ImageFileDa
 from memvir_pl.data.emoji.build import DEFAULT_OPTIONS as EMOJI_BUILD_DEFAULTS
 from memvir_pl.data.emoji.build import EmojiSet, EmojiSplit, load_emoji_set
 from memvir_pl.data.emoji.sources import FETCH_COMMAND
+from memvir_pl.data.features import (
+    FeatureDataset,
+    array_digest,
+    cached_features,
+    extract_features,
+    module_digest,
+)
 from memvir_pl.data.glyphs import GlyphSet, GlyphSplit
 from memvir_pl.data.glyphs import load_glyph_set as _load_glyph_set
 from memvir_pl.data.official import DATASETS, load_file_dataset
@@ -75,6 +83,14 @@ class DMLDataModule(pl.LightningDataModule):
         seed: seed of the training order (sampler / shuffle).
         val_fraction: share of training classes held out for validation (file datasets).
         pin_memory: DataLoader ``pin_memory``.
+        augment: random training augmentation (the preset's); ``False`` gives the training
+            images the evaluation transform.
+        cache_features: train and evaluate on the pooled features of a frozen backbone
+            (``model.freeze_stages=all``), computed once per split with the evaluation transform
+            (no augmentation) and kept in ``feature_cache_dir``; batches then carry the features
+            (B, F) as ``image``. The model is handed over with :meth:`use_backbone`
+            (``memvir_pl.train`` does it).
+        feature_cache_dir: folder of the feature files (``None``: compute them in every run).
         options: glyph options: ``fonts``, ``chars``, ``min_fonts``, ``homoglyph_fraction``,
             ``per_family`` (see :func:`memvir_pl.data.glyphs.build_glyph_set`),
             ``fractions`` ({train, val, test} shares of characters), ``cache_dir``; emoji
@@ -100,6 +116,9 @@ class DMLDataModule(pl.LightningDataModule):
         pin_memory: bool = False,
         options: Mapping[str, Any] | None = None,
         hflip: bool = True,
+        augment: bool = True,
+        cache_features: bool = False,
+        feature_cache_dir: str | None = None,
     ) -> None:
         super().__init__()
         glyphs = dataset == "glyphs"
@@ -127,6 +146,11 @@ class DMLDataModule(pl.LightningDataModule):
         self.val_fraction = val_fraction
         self.pin_memory = pin_memory
         self.hflip = hflip
+        self.augment = augment
+        self.cache_features = cache_features
+        self.feature_cache_dir = feature_cache_dir
+        self._backbone: torch.nn.Module | None = None
+        self._features: dict[str, torch.Tensor] = {}
         self.glyph_summary: Mapping[str, float] | None = None
         self._splits: dict[str, ImageList | GlyphSplit] | None = None
         self._resume_position: dict[str, int] | None = None  # from a checkpoint, see load_state_dict
@@ -215,14 +239,79 @@ class DMLDataModule(pl.LightningDataModule):
         return self._load()[name]
 
     def split_dataset(self, name: str, train: bool = False) -> Dataset:
-        """The ``name`` split as a Dataset, with the training (augmenting) or evaluation transform."""
-        transform = build_transform(self.transform, train, self.image_size, self.hflip)
-        split = self.split(name)
+        """The ``name`` split as a Dataset, with the training (augmenting) or evaluation transform
+        (with ``cache_features``: the split's pooled features, the same for training and evaluation)."""
+        if self.cache_features:
+            split = self.split(name)
+            return FeatureDataset(self.split_features(name), split.labels, getattr(split, "is_query", None))
+        return self._image_dataset(self.split(name), train)
+
+    def _image_dataset(self, split: ImageList | GlyphSplit | EmojiSplit, train: bool) -> Dataset:
+        transform = build_transform(self.transform, train and self.augment, self.image_size, self.hflip)
         if isinstance(split, GlyphSplit):
             return GlyphDataset(split, transform)
         if isinstance(split, EmojiSplit):
             return ArrayImageDataset(split.images, split.labels, transform)
         return ImageFileDataset(split, transform)
+
+    # ------------------------------------------------------------------ frozen-backbone features
+    def use_backbone(self, model: torch.nn.Module) -> None:
+        """Hand over the network whose frozen backbone computes the cached features.
+
+        Args:
+            model: an :class:`~memvir_pl.models.EmbeddingNet` built with ``freeze_stages="all"``
+                (its ``features(images)`` gives the pooled features (B, F)).
+        """
+        if not getattr(model, "frozen_backbone", False):
+            raise ValueError(
+                "data.cache_features=true trains on features computed once by the backbone, so the backbone "
+                "must not train: set model.freeze_stages=all (or data.cache_features=false)."
+            )
+        self._backbone = model
+        self._features.clear()
+
+    def split_features(self, name: str) -> torch.Tensor:
+        """(N, F) float32 pooled features of split ``name``: from the cache, else computed (on the
+        trainer's device when a trainer is attached) and cached."""
+        if name in self._features:
+            return self._features[name]
+        model = self._backbone
+        if model is None:
+            raise ValueError(
+                "DMLDataModule(cache_features=True) needs the model first: call datamodule.use_backbone(model) "
+                "(memvir_pl.train does it), or set cache_features=False."
+            )
+        split = self.split(name)
+        images = self._image_dataset(split, train=False)
+        key = {
+            "backbone": module_digest(model.backbone),
+            "pooling": repr(model.pool),
+            "dataset": self.dataset,
+            "split": name,
+            "content": self._split_digest(split),
+            "image_size": self.image_size,
+            "transform": self.transform,
+        }
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+
+        def compute() -> torch.Tensor:
+            was_device = next(model.parameters()).device
+            model.to(device).eval()
+            try:
+                return extract_features(model.features, images, self.eval_batch_size, device)
+            finally:
+                model.to(was_device)
+
+        self._features[name] = cached_features(self.feature_cache_dir, key, compute, len(split.labels))
+        return self._features[name]
+
+    @staticmethod
+    def _split_digest(split: ImageList | GlyphSplit | EmojiSplit) -> str:
+        """A digest of a split's content: its pixels (rendered sets) or its files' paths, sizes and times."""
+        if isinstance(split, ImageList):
+            stats = [(st.st_size, st.st_mtime_ns) for st in (Path(p).stat() for p in split.paths)]
+            return array_digest(list(split.paths), split.labels, split.is_query, stats)
+        return array_digest(split.images, split.labels)
 
     def _world(self) -> tuple[int, int]:
         trainer = self.trainer

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -54,7 +55,11 @@ class EmbeddingNet(nn.Module):
         freeze_bn: keep every BatchNorm layer in eval mode, also after ``train()``.
         freeze_stages: k: the parameters of the backbone's first k stages (stem first, see
             ``stages()`` of ``efficientnet_lite0`` and ``resnet50``) get ``requires_grad=False``;
-            the optimiser skips them and the backward pass stops before them.
+            the optimiser skips them and the backward pass stops before them. ``"all"``: the
+            whole backbone (any backbone) is frozen and kept in eval mode (fixed BatchNorm
+            statistics, no dropout), so only the head trains and the pooled features of an
+            image never change: they can be computed once (``DMLDataModule(cache_features=True)``)
+            and fed to :meth:`forward` as ``(B, F)``.
         init: the head's initialisation: ``"default"`` keeps ``nn.Linear``'s own (weight and
             bias U(±1/sqrt(F))), as the official MemVir code; ``"kaiming"`` draws the weight
             kaiming-normal (fan_out, std sqrt(2/embedding_dim)) with bias 0, as the
@@ -71,7 +76,7 @@ class EmbeddingNet(nn.Module):
         in_channels: int = 3,
         normalize: bool = True,
         freeze_bn: bool = False,
-        freeze_stages: int = 0,
+        freeze_stages: int | Literal["all"] = 0,
         init: str = "kaiming",
     ) -> None:
         super().__init__()
@@ -94,7 +99,12 @@ class EmbeddingNet(nn.Module):
             nn.init.zeros_(self.embedding.bias)
         self.normalize = normalize
         self.freeze_bn = freeze_bn
-        if freeze_stages:
+        if isinstance(freeze_stages, str) and freeze_stages != "all":
+            raise ValueError(f"freeze_stages must be an integer number of stages or 'all', got {freeze_stages!r}")
+        self.frozen_backbone = freeze_stages == "all"
+        if self.frozen_backbone:
+            self.backbone.requires_grad_(False)
+        elif freeze_stages:
             stages = backbone_stages(self.backbone)
             if not 0 <= freeze_stages <= len(stages):
                 raise ValueError(f"freeze_stages must be in [0, {len(stages)}] for backbone {backbone!r} "
@@ -103,13 +113,40 @@ class EmbeddingNet(nn.Module):
                 stage.requires_grad_(False)
         self.train()
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Images ``(B, C, H, W)`` -> embeddings ``(B, embedding_dim)``."""
-        out = self.embedding(self.pool(self.backbone(images)))
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Images ``(B, C, H, W)`` -> embeddings ``(B, embedding_dim)``.
+
+        With a frozen backbone (``freeze_stages="all"``) the inputs may also be its pooled
+        features ``(B, feature_dim)`` (:meth:`features` of the images): only the head runs.
+        """
+        if inputs.ndim == 2:
+            if not self.frozen_backbone:
+                raise ValueError(
+                    f"EmbeddingNet got inputs of shape {tuple(inputs.shape)}: pooled features, which skip the "
+                    "backbone; that is only right when the backbone is frozen (model.freeze_stages=all). "
+                    "Feed images (B, C, H, W), or freeze the backbone."
+                )
+            if inputs.shape[1] != self.feature_dim:
+                raise ValueError(
+                    f"EmbeddingNet: pooled features must have {self.feature_dim} columns (the backbone's "
+                    f"output), got {tuple(inputs.shape)}; were they computed with another backbone?"
+                )
+            return self.head(inputs)
+        return self.head(self.features(inputs))
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """Images ``(B, C, H, W)`` -> pooled backbone features ``(B, feature_dim)``."""
+        return self.pool(self.backbone(images))
+
+    def head(self, features: torch.Tensor) -> torch.Tensor:
+        """Pooled features ``(B, feature_dim)`` -> embeddings ``(B, embedding_dim)``."""
+        out = self.embedding(features)
         return F.normalize(out, dim=1) if self.normalize else out
 
     def train(self, mode: bool = True) -> EmbeddingNet:
         super().train(mode)
+        if mode and self.frozen_backbone:
+            self.backbone.eval()
         if mode and self.freeze_bn:
             freeze_batchnorm(self)
         return self
