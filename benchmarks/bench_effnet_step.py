@@ -1,6 +1,6 @@
 """EfficientNet-Lite0 training-step and evaluation time on CPU, per input size and frozen stages.
 
-Sizes the emoji quality regimes (issue 12): one training step is the EmbeddingNet (frozen
+Sizes the emoji quality regimes: one training step is the EmbeddingNet (frozen
 BatchNorm statistics, 512-d) + NormSoftmax over ``--classes`` proxies, backward and Adam
 (the official optimiser), on a batch of ``--batch`` images; evaluation is a no-grad forward of
 the same batch. Variants are timed in round-robin order in one process (``--reps`` rounds after

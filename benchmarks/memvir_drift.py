@@ -1,4 +1,4 @@
-"""How different are MemVir's virtual classes from the real ones? (issue 5, diagnosis)
+"""How different are MemVir's virtual classes from the real ones?
 
 A virtual class is a real class's proxy as it was (M+1)·j steps ago (j = 1 … N). When the
 proxies hardly move between snapshots, the virtual class of c is a near copy of c's current

@@ -1,13 +1,15 @@
-"""Retrieval-quality benchmark: does MemVir help the same loss, model and data? (issues 5, 12)
+"""Retrieval-quality benchmark: does MemVir help the same loss, model and data?
 
 For each loss x {no MemVir, MemVir} x seed, trains ``memvir_pl.train.train(cfg)`` on a
 composed Hydra config, selects the epoch on the validation classes (best val MAP@R:
 the checkpoint monitor and ``optimized_metric``), and reports the test metrics of that
 checkpoint as mean ± std over seeds plus the MemVir − baseline difference with its
 standard error (Welch: sqrt(s_a²/n_a + s_b²/n_b)). Budgets: ``E`` epochs for both (equal
-epochs), MemVir at ``2E`` against the baseline at ``E`` (MemVir trained longer, as the
-paper does) and the budget-matched control (baseline at ``2E``). Ablations vary one MemVir
-setting of the NormSoftmax run (at ``E``; ``--ablation-budgets long`` adds ``2E``); those in
+epochs), MemVir at ``kE`` (the regime's ``long_factor``, 2 unless it says otherwise) against
+the baseline at ``E`` (MemVir trained longer, as the paper does) and the budget-matched control
+(baseline at ``kE``). Ablations vary one MemVir setting of each loss's run (at ``E``;
+``--ablation-budgets long`` adds ``kE``); a MemVir part with its own N and M
+(``virtual_proxies-N3-M20``) is a settings sweep, chosen on validation alone; those in
 ``BOTH_ARMS`` (the lr schedules) change the baseline too, and a regime's ``ablation_baseline``
 (e.g. ``const``) is also compared arm against arm like the plain runs. ``--summary`` draws
 every regime's differences in one figure.
@@ -55,9 +57,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--regime", choices=sorted(REGIMES), default="glyphs_cnn")
     p.add_argument("--losses", nargs="+", choices=sorted(LOSSES), default=["norm_softmax", "proxy_anchor"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--budgets", nargs="+", choices=sorted(BUDGETS), default=["equal", "long"],
-                   help="epochs of the plain runs: equal = E for both arms, long = 2E for both")
-    p.add_argument("--ablations", nargs="*", default=[], help=f"of {sorted(ABLATIONS)}")
+    p.add_argument("--budgets", nargs="*", choices=sorted(BUDGETS), default=["equal", "long"],
+                   help="epochs of the plain runs: equal = E for both arms, long = the regime's long_factor x E "
+                        "for both (none: ablations only)")
+    p.add_argument("--ablations", nargs="*", default=[],
+                   help=f"of {sorted(ABLATIONS)}, or a MemVir part with its N and M (e.g. virtual_proxies-N3-M20: "
+                        "a settings sweep, chosen on validation in the report)")
     p.add_argument("--ablation-budgets", nargs="+", choices=sorted(BUDGETS), default=["equal"],
                    help="epochs of the ablation runs (default E only)")
     p.add_argument("--epochs", type=int, default=None, help="E (default: the regime's)")

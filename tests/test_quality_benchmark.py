@@ -17,7 +17,14 @@ sys.path.insert(0, str(REPO / "benchmarks"))  # the quality_bench package, as wh
 
 from quality_bench import plan, report, runner, stats  # noqa: E402
 from quality_bench.grid import grid  # noqa: E402
-from quality_bench.regimes import METRICS, REGIMES, last_wins, memvir_settings, scaled_memvir  # noqa: E402
+from quality_bench.regimes import (  # noqa: E402
+    METRICS,
+    REGIMES,
+    ablation_overrides,
+    last_wins,
+    memvir_settings,
+    scaled_memvir,
+)
 
 
 def _load_quality():
@@ -208,7 +215,7 @@ def test_protocol_audit_on_a_hand_worked_example():
         # MemVir E=20: (a) 84, 82 -> 83; (b) 86, 85 -> 85.5
         _audited(True, 20, 0, (84, 50), [(80, 48), (84, 50), (86, 49)]),
         _audited(True, 20, 1, (82, 50), [(85, 51), (82, 50)]),
-        {**_record(False, "", 2, 99, epochs=10)},  # no test curve (before issue 12): not audited
+        {**_record(False, "", 2, 99, epochs=10)},  # no test curve (an early run): not audited
     ]
     assert len(stats.audited(records)) == 6
     groups = stats.group(stats.audited(records))
@@ -336,7 +343,7 @@ def test_emoji_regimes_compose_with_the_emoji_data_configs(tmp_path, name, data)
     from memvir_pl.config import CONFIG_DIR, compose_config
 
     if not (CONFIG_DIR / "data" / f"{data}.yaml").is_file():
-        pytest.skip(f"conf/data/{data}.yaml not there yet (the emoji data set of issue 12)")
+        pytest.skip(f"conf/data/{data}.yaml not there")
     regime = REGIMES[name]
     for spec in grid(regime, ["norm_softmax", "proxy_anchor", "proxy_nca"], [0], [], ["equal", "long"]):
         cfg = compose_config(spec.overrides(regime), tmp_path)
@@ -425,3 +432,65 @@ def test_memvir_drift_measures_stale_proxies_against_current_ones():
     assert stats["stale_rows_nearest_own"] == 1.0
     with pytest.raises(ValueError, match="no MemVirCallback state"):
         drift.drift({"callbacks": {}, "state_dict": {"loss.proxies": current}})
+
+
+def test_a_part_with_its_own_n_and_m_is_an_ablation_of_every_loss_at_the_regimes_long_budget():
+    assert ablation_overrides("virtual_proxies-N3-M20") == [
+        "memvir.parts=virtual_proxies", "memvir.num_steps=3", "memvir.step_gap=20"]
+    assert ablation_overrides("full-N45-M10") == ["memvir.num_steps=45", "memvir.step_gap=10"]
+    assert ablation_overrides("const") == ["module.lr_schedule=constant"]
+    with pytest.raises(ValueError, match="e.g. virtual_proxies-N3-M20"):
+        ablation_overrides("virtual_proxies-N3")
+    regime = dataclasses.replace(REGIMES["glyphs_cnn"], long_factor=5)
+    specs = grid(regime, ["norm_softmax", "proxy_anchor"], [0], ["virtual_proxies_masked-N1-M4"], [], ["equal", "long"])
+    assert [s.name for s in specs] == [
+        "norm_softmax-memvir-virtual_proxies_masked-N1-M4-e8-s0", "proxy_anchor-memvir-virtual_proxies_masked-N1-M4-e8-s0",
+        "norm_softmax-memvir-virtual_proxies_masked-N1-M4-e40-s0", "proxy_anchor-memvir-virtual_proxies_masked-N1-M4-e40-s0"]
+    assert {"loss=proxy_anchor", "memvir.parts=virtual_proxies_masked", "memvir.num_steps=1",
+            "memvir.step_gap=4", "trainer.max_epochs=40"} <= set(specs[-1].overrides(regime))
+    # the long budget pairs MemVir at 5E with the baseline at E
+    records = [_record(True, "", s, 80 + s, epochs=40) for s in (0, 1)] + [_record(False, "", s, 81, epochs=8)
+                                                                          for s in (0, 1)]
+    assert [c.label for c in stats.comparisons(stats.group(records), long_factor=5)] == ["MemVir 5x longer (E=40 vs 8)"]
+
+
+def _curved(memvir, ablation, seed, val_map_r, seconds=600.0, epochs=40, loss="norm_softmax"):
+    """A record whose val MAP@R per validated epoch (every 10) is ``val_map_r`` (%), the best chosen."""
+    curve = [{"epoch": 10 * (i + 1), "val/map@r": v / 100, "val/recall@1": (v + 30) / 100}
+             for i, v in enumerate(val_map_r)]
+    best = max(curve, key=lambda row: row["val/map@r"])
+    return {"loss": loss, "memvir": memvir, "ablation": ablation, "epochs": epochs, "seed": seed,
+            "seconds": seconds, "val_curve": curve, "best": best,
+            "test": {f"test/{m}": 0.5 for m in METRICS}}
+
+
+def test_settings_are_chosen_on_validation_and_time_to_the_baselines_target_is_reported(tmp_path):
+    records = [_curved(True, "virtual_proxies-N1-M4", 0, [20, 22, 23, 22]),
+               _curved(True, "virtual_proxies-N3-M4", 0, [21, 24, 23, 23]),
+               _curved(True, "virtual_proxies-N3-M4", 1, [30, 30, 30, 30]),  # seed 1: not in the sweep
+               _curved(True, "virtual_proxies_masked-N3-M4", 0, [10, 11, 12, 13])]
+    records += [_curved(False, "const", s, [18, 20, 21, 22 + s]) for s in (0, 1)]
+    scores = stats.sweep_scores(stats.group(records), lambda a: "-N" in a)
+    assert [(s.setting, s.seeds, s.val_map_r[0], s.epochs) for s in scores] == [
+        ("virtual_proxies-N1-M4", (0,), pytest.approx(23.0), (30,)),
+        ("virtual_proxies-N3-M4", (0,), pytest.approx(24.0), (20,)),
+        ("virtual_proxies_masked-N3-M4", (0,), pytest.approx(13.0), (40,))]
+    assert stats.chosen_settings(scores) == {"norm_softmax/virtual_proxies-N3-M4",
+                                             "norm_softmax/virtual_proxies_masked-N3-M4"}
+    rows = report.sweep_rows(scores, stats.chosen_settings(scores))[2:]
+    assert rows[1].endswith("| 0 | 24.00 | 54.00 | 20 | **yes** |") and rows[0].endswith("| 30 |  |")
+    # target: 99 % of the const baseline's best val MAP@R (22 and 23: mean 22.5) = 22.275
+    sooner = report.sooner_rows(stats.group(records), "const")[2:]
+    n3 = next(r for r in sooner if "virtual_proxies-N3-M4 " in r)
+    # seed 0 reaches it at epoch 20 (15 of 40 epochs' 10 minutes: 5.0), seed 1 at epoch 10 (2.5)
+    assert "| 22.27 | 2/2 | 15.00 ± 7.07 | 3.75 ± 1.77 |" in n3
+    assert "| 1/1 | 30.00 | 7.50 | 23.00 |" in next(r for r in sooner if "virtual_proxies-N1-M4 " in r)
+    masked = next(r for r in sooner if "masked" in r)
+    assert "| 0/1 | – | – | 13.00 |" in masked
+    # the report shows only the chosen setting in the test tables, and the sweep on validation
+    regime = dataclasses.replace(REGIMES["glyphs_cnn"], ablation_baseline="const")
+    for r in records:
+        (tmp_path / f"{r['ablation']}-{r['memvir']}-{r['seed']}.json").write_text(json.dumps({**r, "test_curve": []}))
+    text = report.write_report("x", regime, tmp_path, tmp_path / "out", "cmd").read_text()
+    sweep = text.split("## Settings sweep (validation only)")[1]
+    assert "virtual_proxies-N1-M4" in sweep and "virtual_proxies-N1-M4" not in text.split("## Settings sweep")[0]

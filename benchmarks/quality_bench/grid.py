@@ -6,17 +6,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from quality_bench.regimes import (
-    ABLATIONS,
     BOTH_ARMS,
     COMMON,
     TEST_CURVE,
     ZERO_SHOT,
     Regime,
+    ablation_overrides,
     last_wins,
 )
 
-#: budget name -> epochs as a multiple of the regime's E
-BUDGETS = {"equal": 1, "long": 2}
+#: budget names: ``equal`` = the regime's E epochs, ``long`` = its ``long_factor`` x E
+BUDGETS = ("equal", "long")
+
+
+def budget_epochs(regime: Regime, budget: str) -> int:
+    """The epochs of a budget name in ``regime``."""
+    if budget not in BUDGETS:
+        raise ValueError(f"unknown budget {budget!r}; choose from {sorted(BUDGETS)}.")
+    return regime.epochs * (regime.long_factor if budget == "long" else 1)
 
 
 @dataclass(frozen=True)
@@ -72,24 +79,24 @@ def _unless_same_as_plain(spec: RunSpec, regime: Regime) -> RunSpec:
 def grid(regime: Regime, losses: Sequence[str], seeds: Sequence[int], ablations: Sequence[str],
          budgets: Sequence[str], ablation_budgets: Sequence[str] = ("equal",)) -> list[RunSpec]:
     """The runs, most important first: the zero-shot row (if the regime has one), the
-    equal-epoch pairs of every seed and loss, then the longer budget (MemVir at 2E, then the
-    baseline at 2E), then the ablations (NormSoftmax MemVir with one setting changed, every
-    seed, at E and/or 2E as ``ablation_budgets`` says; the baseline too for those in
-    :data:`BOTH_ARMS`; an ablation run that would repeat its plain run is marked ``same_as`` it)."""
-    e = regime.epochs
-    for name in [*budgets, *ablation_budgets]:
-        if name not in BUDGETS:
-            raise ValueError(f"unknown budget {name!r}; choose from {sorted(BUDGETS)}.")
+    equal-epoch pairs of every seed and loss, then the longer budget (MemVir at ``long_factor``
+    x E, then the baseline as long), then the ablations (every loss's MemVir with one setting
+    changed, every seed, at E and/or the long budget as ``ablation_budgets`` says; the baseline
+    too for those in :data:`BOTH_ARMS`; an ablation run that would repeat its plain run is
+    marked ``same_as`` it)."""
+    e, long = (budget_epochs(regime, b) for b in BUDGETS)
+    for name in ablation_budgets:
+        budget_epochs(regime, name)
     specs = [RunSpec(ZERO_SHOT, False, 0, 0)] if regime.zero_shot else []
-    specs += [RunSpec(loss, memvir, e, seed) for seed in seeds for loss in losses for memvir in (False, True)]
+    if "equal" in budgets:
+        specs += [RunSpec(loss, memvir, e, seed) for seed in seeds for loss in losses for memvir in (False, True)]
     if "long" in budgets:
-        specs += [RunSpec(loss, memvir, 2 * e, seed) for seed in seeds for loss in losses
+        specs += [RunSpec(loss, memvir, long, seed) for seed in seeds for loss in losses
                   for memvir in (True, False)]
     for name in ablations:
-        if name not in ABLATIONS:
-            raise ValueError(f"unknown ablation {name!r}; choose from {sorted(ABLATIONS)}.")
+        overrides = tuple(ablation_overrides(name))
         arms = (True, False) if name in BOTH_ARMS else (True,)
-        specs += [_unless_same_as_plain(RunSpec("norm_softmax", memvir, BUDGETS[budget] * e, seed, name,
-                                                tuple(ABLATIONS[name])), regime)
-                  for budget in ablation_budgets for seed in seeds for memvir in arms]
+        specs += [_unless_same_as_plain(RunSpec(loss, memvir, budget_epochs(regime, budget), seed, name, overrides),
+                                        regime)
+                  for budget in ablation_budgets for seed in seeds for loss in losses for memvir in arms]
     return specs

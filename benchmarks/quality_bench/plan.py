@@ -37,7 +37,7 @@ def predicted_seconds(steps: int, step_s: float, validations: int, val_images: i
 def plan(regime_name: str, regime: Regime, work_dir: Path, reps: int = 3) -> str:
     """Measure the baseline NormSoftmax run's training step and evaluation batch of the regime
     (its real data, model and loss; MemVir's larger loss not included) and predict a run's
-    minutes at E and 2E epochs."""
+    minutes at E and at the long budget."""
     from memvir_pl.config import compose_config
     from memvir_pl.train import build_run
 
@@ -73,7 +73,7 @@ def plan(regime_name: str, regime: Regime, work_dir: Path, reps: int = 3) -> str
         f"- measured here (torch threads {torch.get_num_threads()}): training step {step_s:.2f} s, "
         f"evaluation {1000 * eval_s:.2f} ms per image",
     ]
-    for epochs in (regime.epochs, 2 * regime.epochs):
+    for epochs in (regime.epochs, regime.long_factor * regime.epochs):
         seconds = predicted_seconds(epochs * steps, step_s, math.floor(epochs / every), sizes["val"],
                                     sizes["test"], eval_s)
         lines.append(f"- E={epochs}: {epochs * steps} steps, predicted {seconds / 60:.1f} min per run")

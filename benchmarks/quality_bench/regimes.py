@@ -3,12 +3,13 @@
 A regime is a list of Hydra overrides plus the equal-epoch budget E; MemVir's and the
 baseline's own overrides (per loss where the official runs differ) are applied to that arm
 only. Every run also gets :data:`COMMON` (CSV logging, the epoch chosen on validation by
-:data:`SELECT`) and, from issue 12 on, :data:`TEST_CURVE`: the test split evaluated at every
+:data:`SELECT`) and :data:`TEST_CURVE`: the test split evaluated at every
 validation (the per-epoch test curve of the protocol audit).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -62,6 +63,27 @@ ABLATIONS = {
 }
 #: Ablations of the training setting rather than of MemVir: the baseline runs with them too.
 BOTH_ARMS = frozenset({"const", "cosine"})
+#: A MemVir part with its own N and M, e.g. ``virtual_proxies-N3-M20`` (the settings sweep).
+SETTING = re.compile(r"(?P<part>full|memory_rows|virtual_proxies|virtual_proxies_masked|no_own_virtual)"
+                     r"-N(?P<num_steps>\d+)-M(?P<step_gap>\d+)")
+
+
+def ablation_overrides(name: str) -> list[str]:
+    """The overrides of an ablation: an entry of :data:`ABLATIONS`, or a :data:`SETTING` name
+    (a part of MemVir at N past steps, M apart)."""
+    if name in ABLATIONS:
+        return list(ABLATIONS[name])
+    match = SETTING.fullmatch(name)
+    if match is None:
+        raise ValueError(f"unknown ablation {name!r}; choose from {sorted(ABLATIONS)} or name a MemVir part "
+                         "with its N and M, e.g. virtual_proxies-N3-M20.")
+    part = [] if match["part"] == "full" else [f"memvir.parts={match['part']}"]
+    return [*part, f"memvir.num_steps={int(match['num_steps'])}", f"memvir.step_gap={int(match['step_gap'])}"]
+
+
+def is_setting(name: str) -> bool:
+    """Whether an ablation is one of a settings sweep (:data:`SETTING`)."""
+    return SETTING.fullmatch(name) is not None
 
 
 @dataclass(frozen=True)
@@ -81,6 +103,8 @@ class Regime:
             so that the regime does not depend on the data's exact size; the runner checks that
             the data holds that many batches. ``None``: the whole training split.
         zero_shot: the grid starts with the zero-shot row (pretrained backbones only).
+        long_factor: the long budget is ``long_factor`` x E epochs (the paper's MemVir runs
+            train 2000/130 = 15x its baselines' epochs; 2 where a run's time allows no more).
         ablation_baseline: the baseline runs that MemVir's ablations are compared with: those
             of this ablation (trained like the MemVir arm apart from MemVir, e.g. ``"const"``
             where the plain baseline decays its lr and MemVir does not); ``""``: the plain
@@ -97,6 +121,7 @@ class Regime:
     steps_per_epoch: int | None = None
     zero_shot: bool = False
     ablation_baseline: str = ""
+    long_factor: int = 2
 
     def common_overrides(self) -> tuple[str, ...]:
         """The overrides of every run of the regime (the zero-shot row included)."""

@@ -11,7 +11,6 @@ from pathlib import Path
 
 from quality_bench import stats
 from quality_bench.regimes import (
-    ABLATIONS,
     AUDIT_METRICS,
     BOTH_ARMS,
     COMMON,
@@ -22,6 +21,8 @@ from quality_bench.regimes import (
     TEST_CURVE,
     ZERO_SHOT,
     Regime,
+    ablation_overrides,
+    is_setting,
 )
 from quality_bench.runner import load_records
 
@@ -63,13 +64,13 @@ def _verdict(d: float, se: float) -> str:
     return "no"
 
 
-def comparison_rows(groups: dict[tuple, list[dict]], ablation: str = "") -> list[str]:
+def comparison_rows(groups: dict[tuple, list[dict]], ablation: str = "", long_factor: int = 2) -> list[str]:
     """The :func:`stats.comparisons` (of the plain runs, or of ``ablation``'s) as table rows:
     test Δ per metric, mean ± Welch SE over seeds."""
     head = "| loss | comparison | seeds (MemVir/base) | " + " | ".join(
         f"Δ {m}" for m in METRICS) + " | abs(Δ R@1) > 2 SE? |"
     lines = [head, "|" + "---|" * (4 + len(METRICS))]
-    for c in stats.comparisons(groups, ablation):
+    for c in stats.comparisons(groups, ablation, long_factor):
         cells = [stats.difference(stats.test_values(c.memvir, m), stats.test_values(c.baseline, m)) for m in METRICS]
         lines.append(f"| {LABELS.get(c.loss, c.loss)} | {c.label} | {len(c.memvir)}/{len(c.baseline)} | "
                      + " | ".join(fmt(*d, signed=True) for d in cells) + f" | {_verdict(*cells[0])} |")
@@ -87,20 +88,55 @@ def ablation_rows(groups: dict[tuple, list[dict]], ablation_baseline: str = "") 
         cells = [fmt(*stats.difference(r1, stats.test_values(ref, "recall@1")), signed=True) if ref else "–"
                  for ref in (a.memvir, a.baseline)]
         lines.append(f"| {LABELS.get(a.loss, a.loss)} MemVir {a.ablation} (E={a.runs[0]['epochs']}) | "
-                     f"`{' '.join(ABLATIONS.get(a.ablation, []))}` | "
+                     f"`{' '.join(ablation_overrides(a.ablation))}` | "
                      f"{','.join(str(r['seed']) for r in sorted(a.runs, key=lambda r: r['seed']))} | "
                      f"{fmt(*stats.mean_std(r1))} | {fmt(*stats.mean_std(stats.test_values(a.runs, 'map@r')))} | "
                      f"{cells[0]} | {cells[1]}{f' (baseline {a.baseline_name})' if a.baseline_name else ''} |")
     return lines
 
 
+def sweep_rows(scores: Sequence[stats.SettingScore], chosen: set[str]) -> list[str]:
+    """The settings sweep on validation only: each setting's selected-epoch val MAP@R and R@1."""
+    lines = ["| loss | setting | overrides | seeds | val MAP@R | val R@1 | selected epoch | chosen |",
+             "|---|---|---|---|---|---|---|---|"]
+    for s in scores:
+        mark = "**yes**" if f"{s.loss}/{s.setting}" in chosen else ""
+        lines.append(f"| {LABELS.get(s.loss, s.loss)} | {s.setting} | `{' '.join(ablation_overrides(s.setting))}` | "
+                     f"{','.join(map(str, s.seeds))} | {fmt(*s.val_map_r)} | {fmt(*s.val_recall_1)} | "
+                     f"{','.join(map(str, s.epochs))} | {mark} |")
+    return lines
+
+
+def sooner_rows(groups: dict[tuple, list[dict]], reference: str = "", share: float = 0.99) -> list[str]:
+    """Per loss: the epochs and CPU minutes each arm needs to reach ``share`` of the best
+    validation MAP@R of the baseline ``reference`` (the longest run of it; mean over seeds)."""
+    lines = ["| loss | arm | epochs | target val MAP@R | runs reaching it | epochs to reach | CPU minutes to reach "
+             "| best val MAP@R |", "|---|---|---|---|---|---|---|---|"]
+    for loss in sorted({k[0] for k in groups if k[0] != ZERO_SHOT}):
+        refs = sorted((k for k in groups if k[0] == loss and not k[1] and k[2] == reference), key=lambda k: k[3])
+        if not refs:
+            continue
+        target = share * statistics.fmean(stats.best_val(r) for r in groups[refs[-1]])
+        if math.isnan(target):  # runs from before validation MAP@R was logged
+            continue
+        for (lo, memvir, ablation, epochs), rs in sorted(groups.items()):
+            if lo != loss:
+                continue
+            t = stats.time_to_target(rs, target)
+            lines.append(f"| {LABELS.get(loss, loss)} | {method_label(memvir, ablation)} | {epochs} | {target:.2f} | "
+                         f"{t.reached}/{t.runs} | {fmt(*t.epochs) if t.reached else '–'} | "
+                         f"{fmt(*t.minutes) if t.reached else '–'} | "
+                         f"{fmt(*stats.mean_std([stats.best_val(r) for r in rs]))} |")
+    return lines
+
+
 # ---------------------------------------------------------------------------- protocol audit
-def audit_rows(groups: dict[tuple, list[dict]]) -> list[str]:
+def audit_rows(groups: dict[tuple, list[dict]], long_factor: int = 2) -> list[str]:
     """MemVir − baseline of every comparison under both protocols (mean ± Welch SE)."""
     head = "| loss | comparison | protocol | seeds (MemVir/base) | " + " | ".join(
         f"Δ {m}" for m in AUDIT_METRICS) + " |"
     lines = [head, "|" + "---|" * (4 + len(AUDIT_METRICS))]
-    for c in stats.comparisons(groups):
+    for c in stats.comparisons(groups, long_factor=long_factor):
         for name, protocol in stats.PROTOCOLS.items():
             cells = [fmt(*stats.difference(stats.test_values(c.memvir, m, protocol),
                                            stats.test_values(c.baseline, m, protocol)), signed=True)
@@ -122,40 +158,41 @@ def protocol_gain_rows(groups: dict[tuple, list[dict]]) -> list[str]:
     return lines
 
 
-def decomposition_rows(groups: dict[tuple, list[dict]]) -> list[str]:
+def decomposition_rows(groups: dict[tuple, list[dict]], long_factor: int = 2) -> list[str]:
     """Per loss, budget E and metric: MemVir − baseline from our setting to the paper's."""
-    lines = ["| loss | E | metric | ours: (a), E vs E | + budget: (a), 2E vs E | + protocol: (b), 2E vs E "
-             "| = official: (b), 2E vs E |", "|---|---|---|---|---|---|---|"]
+    k = f"{long_factor}E"
+    lines = [f"| loss | E | metric | ours: (a), E vs E | + budget: (a), {k} vs E | + protocol: (b), {k} vs E "
+             f"| = official: (b), {k} vs E |", "|---|---|---|---|---|---|---|"]
     for loss in sorted({k[0] for k in groups}):
         for e in sorted({k[3] for k in groups if k[0] == loss and not k[2]}):
             for m in AUDIT_METRICS:
-                d = stats.decompose(groups, loss, e, m)
+                d = stats.decompose(groups, loss, e, m, long_factor)
                 if d is not None:
                     lines.append(f"| {LABELS.get(loss, loss)} | {e} | {m} | {d.ours:+.2f} | {d.budget:+.2f} | "
                                  f"{d.protocol:+.2f} | {d.official:+.2f} |")
     return lines
 
 
-def audit_section(records: Sequence[dict]) -> list[str]:
+def audit_section(records: Sequence[dict], long_factor: int = 2) -> list[str]:
     """The protocol-audit part of a report ([] when no run has a per-epoch test curve)."""
     runs = stats.audited(records)
     if not runs:
         return []
     trained = [r for r in records if not r.get("same_as")]
     groups = stats.group(runs)
-    decomposition = decomposition_rows(groups)
+    decomposition = decomposition_rows(groups, long_factor)
     paper = [
         "MemVir − baseline from our setting to the paper's (MemVir trained longer than its baseline"
-        " and scored by its best test epoch; the paper's budget ratio is 15x, ours 2x); the"
+        f" and scored by its best test epoch; the paper's budget ratio is 15x, ours {long_factor}x); the"
         " columns add up: ours + budget + protocol = official.", "", *decomposition, ""]
     return [
         "## Protocol audit", "",
         f"{len(stats.audited(trained))} of {len(trained)} runs evaluate the test classes at every validation (`{TEST_CURVE}`,"
-        " from issue 12 on; the zero-shot row once). (a): our"
+        " in runs that log a per-epoch test curve; the zero-shot row once). (a): our"
         f" protocol, the test metrics of the epoch chosen on validation by `{SELECT}`; (b): the"
         " official code's, the best test value over every evaluated epoch, per metric on its own."
         " In %, Δ = MemVir − baseline ± Welch SE over seeds.", "",
-        *audit_rows(groups), "",
+        *audit_rows(groups, long_factor), "",
         "What picking the best test epoch adds to one run, (b) − (a), mean ± std over runs:", "",
         *protocol_gain_rows(groups), "",
         *(paper if len(decomposition) > 2 else []),
@@ -178,7 +215,8 @@ def summary_plot(regime_names: Sequence[str], runs_dir: Path, path: Path) -> Pat
             continue
         groups = stats.group(records)
         short = name.replace("glyphs_", "")
-        for c in stats.comparisons(groups):
+        factor = REGIMES[name].long_factor if name in REGIMES else 2
+        for c in stats.comparisons(groups, long_factor=factor):
             d, se = stats.difference(stats.test_values(c.memvir, "recall@1"), stats.test_values(c.baseline, "recall@1"))
             bars.append((f"{short}: {LABELS.get(c.loss, c.loss)} {c.label} n={len(c.memvir)}/{len(c.baseline)}",
                          d, se))
@@ -275,6 +313,10 @@ def write_report(regime_name: str, regime: Regime, cache_dir: Path, out_dir: Pat
     records = load_records(cache_dir)
     if not records:
         raise FileNotFoundError(f"no cached runs in {cache_dir}; run the grid first (without --report-only).")
+    scores = stats.sweep_scores(stats.group(records), is_setting)
+    chosen = stats.chosen_settings(scores)
+    # the settings not chosen on validation stay out of every test table
+    records = [r for r in records if not is_setting(r["ablation"]) or f"{r['loss']}/{r['ablation']}" in chosen]
     groups = stats.group(records)
     out_dir.mkdir(parents=True, exist_ok=True)
     plot = out_dir / f"quality_{regime_name}_val_recall.png"
@@ -307,23 +349,34 @@ def write_report(regime_name: str, regime: Regime, cache_dir: Path, out_dir: Pat
         "",
         "## MemVir − baseline",
         "",
-        *comparison_rows(groups),
+        *comparison_rows(groups, long_factor=regime.long_factor),
         "",
     ]
     reference = regime.ablation_baseline
-    reference_rows = comparison_rows(groups, reference) if reference else []
+    reference_rows = comparison_rows(groups, reference, regime.long_factor) if reference else []
     if len(reference_rows) > 2:
-        lines += [f"## MemVir − baseline `{reference}` (both arms `{' '.join(ABLATIONS[reference])}`:"
+        lines += [f"## MemVir − baseline `{reference}` (both arms `{' '.join(ablation_overrides(reference))}`:"
                   " the baseline trained like MemVir apart from MemVir)", "", *reference_rows, ""]
     ablations = ablation_rows(groups, reference)
     if len(ablations) > 2:
-        others = (f"; the others with the baseline `{reference}` (`{' '.join(ABLATIONS[reference])}`),"
+        others = (f"; the others with the baseline `{reference}` (`{' '.join(ablation_overrides(reference))}`),"
                   " trained like MemVir apart from MemVir" if reference else "")
-        lines += ["## Ablations (NormSoftmax MemVir, one setting changed; Δ ± Welch SE over the"
+        lines += ["## Ablations (MemVir, one setting changed; Δ ± Welch SE over the"
                   " seeds run, n/a with one seed; settings in "
                   f"{sorted(BOTH_ARMS)} change the baseline too and are compared with it{others})", "",
                   *ablations, ""]
-    lines += audit_section(records)
+    if scores:
+        lines += ["## Settings sweep (validation only)", "",
+                  "Each MemVir part's N and M chosen by the validation classes alone (the selected epoch's"
+                  f" `{SELECT}`, on the seeds every setting has); the test tables above show only the chosen"
+                  " setting.", "", *sweep_rows(scores, chosen), ""]
+    sooner = sooner_rows(groups, reference)
+    if len(sooner) > 2:
+        lines += ["## Better, or sooner?", "",
+                  f"Epochs and CPU minutes (a run's time pro rata of its epochs) each arm needs to reach 99 % of"
+                  f" the best validation MAP@R of the baseline{f' `{reference}`' if reference else ''} (its longest"
+                  " run, mean over seeds); mean ± std over the runs that reach it.", "", *sooner, ""]
+    lines += audit_section(records, regime.long_factor)
     lines += [f"Validation Recall@1 per epoch: `{plot.name}`.", ""]
     table = out_dir / f"quality_{regime_name}.md"
     table.write_text("\n".join(lines))

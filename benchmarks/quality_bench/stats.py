@@ -1,8 +1,8 @@
 """Statistics of the cached runs: means over seeds, MemVir − baseline with its Welch standard
 error, the comparisons and ablations found, and the protocol audit.
 
-Records (see ``runner.run_one``) hold ``test`` (the checkpoint chosen on validation) and, from
-issue 12 on, ``test_curve`` (test metrics at every validated epoch). Values are in %.
+Records (see ``runner.run_one``) hold ``test`` (the checkpoint chosen on validation) and, where
+the run logged it, ``test_curve`` (test metrics at every validated epoch). Values are in %.
 """
 
 from __future__ import annotations
@@ -71,16 +71,18 @@ class Comparison(NamedTuple):
     baseline_epochs: int
 
 
-def comparisons(groups: dict[tuple, list[dict]], ablation: str = "") -> list[Comparison]:
-    """Per loss at every epoch budget E run: equal epochs (E vs E) and MemVir trained twice as
-    long (2E vs E: the paper's setting of a longer MemVir run, at our budget ratio). The
-    budget-matched control (both at 2E) is the equal-epoch row of 2E. ``ablation``: pair the
-    runs of that ablation (both arms, e.g. ``const``) instead of the plain runs."""
+def comparisons(groups: dict[tuple, list[dict]], ablation: str = "", long_factor: int = 2) -> list[Comparison]:
+    """Per loss at every epoch budget E run: equal epochs (E vs E) and MemVir trained
+    ``long_factor`` times as long (kE vs E: the paper's setting of a longer MemVir run, at the
+    regime's budget ratio). The budget-matched control (both at kE) is the equal-epoch row of
+    kE. ``ablation``: pair the runs of that ablation (both arms, e.g. ``const``) instead of the
+    plain runs."""
     found = []
     for loss in sorted({k[0] for k in groups}):
         budgets = sorted({k[3] for k in groups if k[0] == loss and k[2] == ablation})
         pairs = [(f"equal epochs (E={e})", e, e) for e in budgets]
-        pairs += [(f"MemVir 2x longer (E={2 * e} vs {e})", 2 * e, e) for e in budgets]
+        pairs += [(f"MemVir {long_factor}x longer (E={long_factor * e} vs {e})", long_factor * e, e)
+                  for e in budgets]
         for label, e_mem, e_base in pairs:
             mem, base = groups.get((loss, True, ablation, e_mem)), groups.get((loss, False, ablation, e_base))
             if mem and base:
@@ -124,7 +126,7 @@ def ablations_vs_baseline(groups: dict[tuple, list[dict]], ablation_baseline: st
 
 # ---------------------------------------------------------------------------- protocol audit
 def audited(records: Sequence[dict]) -> list[dict]:
-    """The records with a per-epoch test curve (runs before issue 12 have none)."""
+    """The records with a per-epoch test curve (the earliest runs have none)."""
     return [r for r in records if r.get("test_curve")]
 
 
@@ -136,8 +138,8 @@ def protocol_gain(records: Sequence[dict], metric: str) -> tuple[float, float]:
 class Decomposition(NamedTuple):
     """MemVir − baseline of one loss and metric, from our setting to the paper's, in points.
 
-    ``ours`` (protocol (a), equal epochs E) + ``budget`` (MemVir at 2E instead of E, still (a))
-    + ``protocol`` (the best test epoch (b) instead of (a), at 2E vs E) = ``official``.
+    ``ours`` (protocol (a), equal epochs E) + ``budget`` (MemVir at kE instead of E, still (a))
+    + ``protocol`` (the best test epoch (b) instead of (a), at kE vs E) = ``official``.
     """
 
     ours: float
@@ -146,11 +148,12 @@ class Decomposition(NamedTuple):
     official: float
 
 
-def decompose(groups: dict[tuple, list[dict]], loss: str, epochs: int, metric: str) -> Decomposition | None:
+def decompose(groups: dict[tuple, list[dict]], loss: str, epochs: int, metric: str,
+              long_factor: int = 2) -> Decomposition | None:
     """The :class:`Decomposition` of ``loss`` at budget E=``epochs`` (None unless the baseline
-    at E and MemVir at E and 2E all have runs)."""
+    at E and MemVir at E and kE = ``long_factor`` x E all have runs)."""
     base, mem, mem_long = (groups.get((loss, m, "", e)) for m, e in ((False, epochs), (True, epochs),
-                                                                    (True, 2 * epochs)))
+                                                                    (True, long_factor * epochs)))
     if not (base and mem and mem_long):
         return None
 
@@ -159,3 +162,75 @@ def decompose(groups: dict[tuple, list[dict]], loss: str, epochs: int, metric: s
 
     ours, long_a, long_b = delta(selected_test, mem), delta(selected_test, mem_long), delta(best_test, mem_long)
     return Decomposition(ours, long_a - ours, long_b - long_a, long_b)
+
+
+# ---------------------------------------------------------------------------- settings sweep
+def best_val(record: dict, key: str = "val/map@r") -> float:
+    """The best validation ``key`` (%) of a run over its validated epochs (NaN if none logs it)."""
+    return 100 * max((row[key] for row in record["val_curve"] if key in row), default=math.nan)
+
+
+class SettingScore(NamedTuple):
+    """A swept setting's validation score on the sweep's seeds (the seeds every setting has)."""
+
+    loss: str
+    setting: str
+    seeds: tuple[int, ...]
+    val_map_r: tuple[float, float]  # mean, std over seeds, of the selected epoch's val MAP@R (%)
+    val_recall_1: tuple[float, float]
+    epochs: tuple[int, ...]  # the selected epoch of each seed
+
+
+def sweep_scores(groups: dict[tuple, list[dict]], is_setting: Callable[[str], bool]) -> list[SettingScore]:
+    """Every swept setting (MemVir ablations that ``is_setting``) of each loss and part, scored
+    on validation only, on the seeds that all settings of that loss and part have."""
+    by_part: dict[tuple[str, str, int], dict[str, list[dict]]] = {}
+    for (loss, memvir, ablation, epochs), rs in groups.items():
+        if memvir and is_setting(ablation):
+            by_part.setdefault((loss, ablation.split("-")[0], epochs), {})[ablation] = rs
+    scores = []
+    for (loss, _, _), settings in sorted(by_part.items()):
+        shared = set.intersection(*({r["seed"] for r in rs} for rs in settings.values()))
+        for setting, rs in sorted(settings.items()):
+            runs = sorted((r for r in rs if r["seed"] in shared), key=lambda r: r["seed"])
+            if runs:
+                scores.append(SettingScore(
+                    loss, setting, tuple(r["seed"] for r in runs),
+                    mean_std([100 * r["best"]["val/map@r"] for r in runs]),
+                    mean_std([100 * r["best"]["val/recall@1"] for r in runs]),
+                    tuple(int(r["best"]["epoch"]) for r in runs)))
+    return scores
+
+
+def chosen_settings(scores: Sequence[SettingScore]) -> set[str]:
+    """Per loss and part, the setting of the highest mean validation MAP@R."""
+    best: dict[tuple[str, str], SettingScore] = {}
+    for s in scores:
+        key = (s.loss, s.setting.split("-")[0])
+        if key not in best or s.val_map_r[0] > best[key].val_map_r[0]:
+            best[key] = s
+    return {f"{s.loss}/{s.setting}" for s in best.values()}
+
+
+# ---------------------------------------------------------------------------- better, or sooner?
+def epochs_to_reach(record: dict, target: float, key: str = "val/map@r") -> int | None:
+    """The first validated epoch whose ``key`` (%) is at least ``target`` (None if never)."""
+    return next((row["epoch"] for row in record["val_curve"] if 100 * row.get(key, -math.inf) >= target), None)
+
+
+class TimeToTarget(NamedTuple):
+    """How soon the runs of one arm reach a validation target."""
+
+    reached: int  # runs that reached it
+    runs: int
+    epochs: tuple[float, float]  # mean, std over the runs that reached it
+    minutes: tuple[float, float]  # CPU minutes to that epoch: the run's seconds x epoch / epochs
+
+
+def time_to_target(records: Sequence[dict], target: float, key: str = "val/map@r") -> TimeToTarget:
+    """Epochs and CPU minutes each run needs to reach ``target`` (minutes pro rata of the run's time)."""
+    hits = [(epoch, r["seconds"] * epoch / r["epochs"] / 60) for r in records
+            if (epoch := epochs_to_reach(r, target, key)) is not None]
+    nan = (math.nan, math.nan)
+    return TimeToTarget(len(hits), len(records), mean_std([h[0] for h in hits]) if hits else nan,
+                        mean_std([h[1] for h in hits]) if hits else nan)
