@@ -12,8 +12,9 @@ from torch import Tensor, nn
 
 def pooled_features(model: nn.Module, images: Tensor) -> Tensor:
     """L2-normalised pooled backbone features (B, F) of images (B, 3, H, W): an
-    :class:`memvir_pl.models.EmbeddingNet` without its (untrained) embedding layer."""
-    return F.normalize(model.pool(model.backbone(images)), dim=1)
+    :class:`memvir_pl.models.EmbeddingNet` without its (untrained) embedding layer. Inputs that
+    are pooled features already (B, F), from ``data.cache_features``, are only normalised."""
+    return F.normalize(images if images.ndim == 2 else model.features(images), dim=1)
 
 
 def evaluate_pooled_features(cfg: DictConfig) -> dict[str, Any]:
@@ -29,6 +30,8 @@ def evaluate_pooled_features(cfg: DictConfig) -> dict[str, Any]:
     datamodule.prepare_data()
     datamodule.setup("test")
     model = hydra.utils.instantiate(cfg.model).eval()
+    if getattr(datamodule, "cache_features", False):
+        datamodule.use_backbone(model)
     metrics: dict[str, Any] = {}
     for split, loader in (("val", datamodule.val_dataloader()), ("test", datamodule.test_dataloader())):
         metric = RetrievalMetrics(k=tuple(cfg.module.k), backend=cfg.module.metric_backend)
