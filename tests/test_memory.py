@@ -78,6 +78,18 @@ def test_load_state_dict_with_other_settings_says_what_differs():
         VirtualClassMemory(3, 1).load_state_dict(a.state_dict())
 
 
+@pytest.mark.parametrize(("saved", "resumed"), [("bfloat16", "float32"), ("bfloat16", None), (None, "float32")])
+def test_load_state_dict_with_another_storage_dtype_names_both(saved, resumed):
+    a = VirtualClassMemory(2, 1, storage_dtype=saved)
+    push_step(a, 0)
+    b = VirtualClassMemory(2, 1, storage_dtype=resumed)
+    with pytest.raises(ValueError, match=rf"storage_dtype={saved and 'torch.' + saved}, this run uses "
+                                         rf"storage_dtype={resumed and 'torch.' + resumed}"):
+        b.load_state_dict(a.state_dict())
+    assert b.pushes == 0  # nothing restored
+    VirtualClassMemory(2, 1, storage_dtype=saved).load_state_dict(a.state_dict())  # the same setting resumes
+
+
 def test_storage_dtype_and_bytes():
     memory = VirtualClassMemory(2, 1, storage_dtype="bfloat16")
     push_step(memory, 0, batch=4, dim=3, proxies=5)

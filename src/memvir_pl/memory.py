@@ -206,7 +206,7 @@ class VirtualClassMemory:
             "num_steps": self.num_steps,
             "step_gap": self.step_gap,
             "proxy_mode": self.proxy_mode,
-            "storage_dtype": None if self.storage_dtype is None else str(self.storage_dtype),
+            "storage_dtype": _dtype_name(self.storage_dtype),
             "pushes": self.pushes,
             "sizes": torch.tensor(self._sizes, dtype=torch.long),
             "embeddings": self._embeddings,
@@ -222,6 +222,12 @@ class VirtualClassMemory:
                 "VirtualClassMemory: the checkpoint's memory was made with (num_steps, step_gap, proxy_mode)="
                 f"{saved}, this run uses {(self.num_steps, self.step_gap, self.proxy_mode)}; resume with the "
                 "same MemVir settings, or start a new run (the memory cannot be re-indexed)."
+            )
+        if state["storage_dtype"] != _dtype_name(self.storage_dtype):
+            raise ValueError(
+                f"VirtualClassMemory: the checkpoint's memory was stored with storage_dtype={state['storage_dtype']}, "
+                f"this run uses storage_dtype={_dtype_name(self.storage_dtype)} (None = the proxies' dtype); "
+                "resume with the checkpoint's storage_dtype, or start a new run."
             )
         self.pushes = int(state["pushes"])
         self._sizes = [int(s) for s in state["sizes"]]
@@ -261,6 +267,11 @@ class VirtualClassMemory:
             grow = batch - self._embeddings.shape[1]
             self._embeddings = torch.cat([self._embeddings, self._embeddings.new_zeros(self.capacity, grow, dim)], 1)
             self._labels = torch.cat([self._labels, self._labels.new_zeros(self.capacity, grow)], 1)
+
+
+def _dtype_name(dtype: torch.dtype | None) -> str | None:
+    """How a storage dtype is saved in a checkpoint: ``"torch.bfloat16"``, or ``None`` (the proxies' dtype)."""
+    return None if dtype is None else str(dtype)
 
 
 def _as_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
