@@ -8,7 +8,7 @@ import pytest
 import torch
 from pytorch_metric_learning import losses as pml
 
-from memvir_pl import MemVirCallback
+from memvir_pl import MemVirCallback, VirtualClassMemory
 from memvir_pl.callback import PARTS, own_class_copies
 from memvir_pl.losses import PMLAdapter
 from tests.memvir_helpers import (
@@ -25,12 +25,25 @@ B, D, C, IN_DIM = 8, 6, 5, 10
 STEPS_PER_EPOCH, EPOCHS = 30, 2
 
 
+def make_model() -> LinearEmbedder:
+    torch.manual_seed(0)  # the same initial proxies in every run
+    return LinearEmbedder(CosineSoftmax(C, D), IN_DIM, fixed_data(STEPS_PER_EPOCH, B, IN_DIM, C), B)
+
+
+def fit(model: LinearEmbedder, parts: str, full_storage: bool = False) -> MemVirCallback:
+    """Train ``model`` with MemVir(parts); ``full_storage`` keeps whole items whatever ``parts`` uses."""
+    callback = MemVirCallback(num_steps=N, step_gap=M, warmup_epochs=U, parts=parts)
+    if full_storage:
+        callback.memory = VirtualClassMemory(N, M, store_rows=True, store_proxies=True)
+    quiet_trainer(max_epochs=EPOCHS, callbacks=[callback]).fit(model)
+    return callback
+
+
 def run(parts: str) -> tuple[list[dict], list[dict]]:
     """(callback's steps, reference's steps) of one model trained both ways."""
-    model = LinearEmbedder(CosineSoftmax(C, D), IN_DIM, fixed_data(STEPS_PER_EPOCH, B, IN_DIM, C), B)
+    model = make_model()
     expected = reference_run(copy.deepcopy(model), N, M, U, EPOCHS, STEPS_PER_EPOCH, parts=parts)
-    callback = MemVirCallback(num_steps=N, step_gap=M, warmup_epochs=U, parts=parts)
-    quiet_trainer(max_epochs=EPOCHS, callbacks=[callback]).fit(model)
+    fit(model, parts)
     return model.loss.calls, expected
 
 
@@ -43,6 +56,25 @@ def test_parts_match_the_reference(parts):
     classes = {"full": 3 * C, "memory_rows": C, "virtual_proxies": 3 * C, "no_own_virtual": 3 * C}[parts]
     assert (len(last["labels"]), last["num_classes"]) == (rows, classes)
     assert int(last["labels"].max()) < classes
+
+
+@pytest.mark.parametrize(("parts", "store_rows", "store_proxies"), [
+    ("memory_rows", True, False),
+    ("virtual_proxies", False, True),
+])
+def test_parts_using_half_the_memory_store_only_that_half_and_train_bit_identically(parts, store_rows, store_proxies):
+    lean_model, full_model = make_model(), make_model()
+    lean = fit(lean_model, parts)
+    full = fit(full_model, parts, full_storage=True)
+    assert (lean.memory.store_rows, lean.memory.store_proxies) == (store_rows, store_proxies)
+    assert len(lean_model.loss.calls) == len(full_model.loss.calls) == EPOCHS * STEPS_PER_EPOCH
+    for step, (got, expected) in enumerate(zip(lean_model.loss.calls, full_model.loss.calls, strict=True)):
+        for key in ("labels", "proxies", "loss"):
+            assert torch.equal(got[key], expected[key]), (step, key)
+    for name, value in lean_model.state_dict().items():
+        assert torch.equal(value, full_model.state_dict()[name]), name
+    held = VirtualClassMemory.bank_bytes(N, M, B, D, C, store_rows=store_rows, store_proxies=store_proxies)
+    assert lean.memory.nbytes() == held < full.memory.nbytes() == VirtualClassMemory.bank_bytes(N, M, B, D, C)
 
 
 def test_no_own_virtual_changes_the_loss_only_once_virtual_classes_exist():
