@@ -25,6 +25,7 @@ PART_INPUTS = {
     "memory_rows": PartInputs(rows=True, proxies=False, mask_own_copies=False),
     "virtual_proxies": PartInputs(rows=False, proxies=True, mask_own_copies=False),
     "no_own_virtual": PartInputs(rows=True, proxies=True, mask_own_copies=True),
+    "virtual_proxies_masked": PartInputs(rows=False, proxies=True, mask_own_copies=True),
 }
 PARTS = tuple(PART_INPUTS)
 
@@ -70,9 +71,16 @@ class MemVirCallback(pl.Callback):
               keeps its target proxy (class y of block j) and loses class y of
               every other block. Needs a loss that takes a ``logit_mask``
               (``supports_logit_mask``: our Softmax family, ProxyNCA, ProxyAnchor).
+            - ``"virtual_proxies_masked"``: ``"virtual_proxies"`` with each
+              row's own-class old proxies removed from its logits: rows x_t,
+              labels y_t, proxies [W_t; W_{t-j(M+1)}...]; a row of class y
+              loses class y of blocks 1..n and keeps every other class's old
+              proxies as negatives. Separates "pushed away from my class's past
+              proxy" from "more negatives"; needs a logit-mask loss, as above.
 
     The memory stores only what ``parts`` uses: no embeddings or labels under
-    ``"virtual_proxies"``, no proxy snapshots under ``"memory_rows"``
+    ``"virtual_proxies"`` and ``"virtual_proxies_masked"``, no proxy snapshots
+    under ``"memory_rows"``
     (:meth:`VirtualClassMemory.bank_bytes` gives the size). A new block still
     comes every M+1 steps, and ``memvir/virtual_blocks`` logs n, the past
     steps used.
@@ -204,7 +212,8 @@ class MemVirCallback(pl.Callback):
             block j), proxies ((n+1)*C*K, D), class count (n+1)*C. ``row_weights``
             ((n+1)B',) is 1 for current rows and ``memory_weight`` for memory
             rows (``None`` when all are 1); ``logit_mask`` (rows, proxies) bool,
-            True = removed from the row's logits, only for ``"no_own_virtual"``.
+            True = removed from the row's logits, only for ``"no_own_virtual"``
+            and ``"virtual_proxies_masked"`` (``None`` otherwise).
             Outside a MemVir training step, the inputs unchanged.
         """
         num_classes = loss.num_classes
