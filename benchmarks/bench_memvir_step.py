@@ -16,7 +16,10 @@ also timed on its own: the expansion of one step (recall, concatenate, push)
 by ours against the ideal's single concatenation, 300 times each, and
 bookkeeping share = (expand ours - expand ideal) / step ours.
 Then the bank's bytes for exact and saving mode at SOP scale (C=11,318,
-D=512, N=5, M=100).
+D=512, N=5, M=100), and for each value of ``MemVirCallback(parts=...)``
+(the memory keeps only what a part uses) at CUB/CARS and SOP scale, exact
+mode; both computed with ``VirtualClassMemory.bank_bytes``, without
+allocating a bank.
 
 Last, the cost of the losses' input checks (label range and finiteness,
 which read values back and so make the host wait for the device): plain
@@ -27,6 +30,7 @@ shows as lost overlap), as ratios to "off". ``--device cuda`` times them on
 a GPU, where the sync matters; on the CPU only the checks' arithmetic does.
 
     python benchmarks/bench_memvir_step.py [--classes 98 11318] [--reps 30 5] [--device cpu] [--only checks]
+    python benchmarks/bench_memvir_step.py --only parts   # the bank per part only (no timing, instant)
 """
 
 from __future__ import annotations
@@ -41,10 +45,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from memvir_pl import MemVirCallback, VirtualClassMemory
+from memvir_pl.callback import PART_INPUTS
 from memvir_pl.losses import NormSoftmax
 from memvir_pl.losses.base import check_values
 
 B, D, FEATURES = 128, 512, 1024
+
+# (scale, classes C, num_steps N, step_gap M) of the bank-per-part table; B and D as above
+PART_SCALES = (
+    ("CUB/CARS", 100, 5, 50),
+    ("CARS official", 100, 45, 10),
+    ("SOP", 11318, 5, 100),
+)
 
 
 class NaiveMemVir:
@@ -220,6 +232,21 @@ def print_bank_table() -> None:
         print(f"| {mode} | {str(dtype).removeprefix('torch.')} | {planned / 1e9:.3f} | {measured} |")
 
 
+def print_parts_table() -> None:
+    print(f"\nBank per `parts` (exact mode, float32, B={B}, D={D}; bytes kept and their share of the full bank):\n")
+    print("| parts | keeps | " + " | ".join(f"{name}, C={c:,}, N={n}, M={m}" for name, c, n, m in PART_SCALES) + " |")
+    print("|---|---|" + "---|" * len(PART_SCALES))
+    for part, uses in PART_INPUTS.items():
+        keeps = " + ".join(name for name, used in (("rows", uses.rows), ("proxies", uses.proxies)) if used)
+        cells = []
+        for _, classes, num_steps, step_gap in PART_SCALES:
+            full = VirtualClassMemory.bank_bytes(num_steps, step_gap, B, D, classes)
+            held = VirtualClassMemory.bank_bytes(num_steps, step_gap, B, D, classes,
+                                                 store_rows=uses.rows, store_proxies=uses.proxies)
+            cells.append(f"{held / 1e9:.3f} GB ({100 * held / full:.1f}%)")
+        print(f"| {part} | {keeps} | " + " | ".join(cells) + " |")
+
+
 def print_check_table(args: argparse.Namespace) -> None:
     print(f"\nInput checks of the loss (plain steps, no MemVir, device {args.device}, "
           f"{torch.get_num_threads()} threads; check_every default {NormSoftmax(2, 2).check_every}):\n")
@@ -241,12 +268,14 @@ def main() -> None:
     parser.add_argument("--step-gap", type=int, default=10)
     parser.add_argument("--device", default="cpu", help="device of the input-check timing (cpu, cuda)")
     parser.add_argument("--check-blocks", type=int, default=7, help="timed blocks of 100 steps per variant")
-    parser.add_argument("--only", choices=("step", "bank", "checks"), help="print one table only")
+    parser.add_argument("--only", choices=("step", "bank", "parts", "checks"), help="print one table only")
     args = parser.parse_args()
     if args.only in (None, "step"):
         print_step_table(args)
     if args.only in (None, "bank"):
         print_bank_table()
+    if args.only in (None, "parts"):
+        print_parts_table()
     if args.only in (None, "checks"):
         print_check_table(args)
 

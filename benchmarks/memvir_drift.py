@@ -17,6 +17,10 @@ and reports, per checkpoint:
   nearest current proxy is c's own, i.e. for which the virtual label contradicts what the
   model now believes.
 
+A run whose ``parts`` keeps no proxy snapshots (``memory_rows``) has no cosines to its
+snapshots, one that keeps no rows (``virtual_proxies``, ``virtual_proxies_masked``) no stale
+rows; those cells read "–".
+
     python benchmarks/memvir_drift.py benchmarks/quality_work/glyphs_cnn_few/*memvir*/checkpoints/*.ckpt \
         --out benchmarks/results/quality_memvir_drift.md
 """
@@ -24,6 +28,7 @@ and reports, per checkpoint:
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import statistics
 import sys
@@ -43,7 +48,9 @@ def _memory(checkpoint: dict) -> VirtualClassMemory:
             memory_state = state["memory"]
             memory = VirtualClassMemory(memory_state["num_steps"], memory_state["step_gap"],
                                         storage_dtype=memory_state["storage_dtype"],
-                                        proxy_mode=memory_state["proxy_mode"])
+                                        proxy_mode=memory_state["proxy_mode"],
+                                        store_rows=memory_state.get("store_rows", True),
+                                        store_proxies=memory_state.get("store_proxies", True))
             memory.load_state_dict(memory_state)
             return memory
     raise ValueError(
@@ -68,15 +75,18 @@ def drift(checkpoint: dict) -> dict[str, float | list[float]]:
     similarity = current @ current.T
     similarity.fill_diagonal_(-2.0)
     own, nearest_own = [], []
-    for item in memory.recall():
-        stale = F.normalize(item.proxies.float(), dim=1)
-        own.append((current * stale).sum(1).mean().item())
-        rows = F.normalize(item.embeddings.float(), dim=1)
-        nearest_own.append(((rows @ current.T).argmax(1) == item.labels).float().mean().item())
+    items = memory.recall()
+    for item in items:  # a field the run's memory does not keep is None
+        if item.proxies is not None:
+            stale = F.normalize(item.proxies.float(), dim=1)
+            own.append((current * stale).sum(1).mean().item())
+        if item.embeddings is not None:
+            rows = F.normalize(item.embeddings.float(), dim=1)
+            nearest_own.append(((rows @ current.T).argmax(1) == item.labels).float().mean().item())
     return {
         "epoch": int(checkpoint["epoch"]),
         "step": int(checkpoint["global_step"]),
-        "blocks": len(own),
+        "blocks": len(items),
         "classes": num_classes,
         "own_copy_cos": own,
         "nearest_other_cos": similarity.max(1).values.mean().item(),
@@ -98,10 +108,12 @@ def report(paths: Sequence[Path], command: str) -> str:
     ]
     for path in paths:
         stats = drift(load_checkpoint(path))
-        cosines = " / ".join(f"{c:.4f}" for c in stats["own_copy_cos"]) or "– (memory empty)"
+        cosines = " / ".join(f"{c:.4f}" for c in stats["own_copy_cos"])
+        cosines = cosines or ("– (no proxy snapshots)" if stats["blocks"] else "– (memory empty)")
+        stale = stats["stale_rows_nearest_own"]
+        stale_text = "–" if math.isnan(stale) else f"{100 * stale:.1f} %"
         lines.append(f"| {path.parent.parent.name} | {path.name} | {stats['epoch']} | {stats['step']} | "
-                     f"{stats['blocks']} | {cosines} | {stats['nearest_other_cos']:.4f} | "
-                     f"{100 * stats['stale_rows_nearest_own']:.1f} % |")
+                     f"{stats['blocks']} | {cosines} | {stats['nearest_other_cos']:.4f} | {stale_text} |")
     return "\n".join(lines) + "\n"
 
 

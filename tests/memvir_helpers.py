@@ -35,6 +35,27 @@ class CosineSoftmax(ProxyLoss):
         return loss
 
 
+def proxy_anchor_loop(x, labels, proxies, weights, alpha, delta, mask=None):
+    """Proxy-Anchor with weighted exp terms, one proxy and one row at a time, float64;
+    ``mask[i][c]`` True leaves row i out of proxy c's negatives."""
+    x = torch.nn.functional.normalize(x.double(), dim=1)
+    p = torch.nn.functional.normalize(proxies.double(), dim=1)
+    pos_total, neg_total, with_positives = 0.0, 0.0, 0
+    for c in range(len(p)):
+        pos_sum = neg_sum = 0.0
+        for i in range(len(x)):
+            cos = float(x[i] @ p[c])
+            if int(labels[i]) == c:
+                pos_sum += float(weights[i]) * torch.exp(torch.tensor(-alpha * (cos - delta))).item()
+            elif mask is None or not mask[i][c]:
+                neg_sum += float(weights[i]) * torch.exp(torch.tensor(alpha * (cos + delta))).item()
+        if any(int(y) == c for y in labels):
+            with_positives += 1
+            pos_total += torch.log1p(torch.tensor(pos_sum)).item()
+        neg_total += torch.log1p(torch.tensor(neg_sum)).item()
+    return pos_total / with_positives + neg_total / len(p)
+
+
 def fixed_data(steps: int, batch: int, in_dim: int, num_classes: int, seed: int = 0) -> TensorDataset:
     g = torch.Generator().manual_seed(seed)
     labels = torch.randint(0, num_classes, (steps * batch,), generator=g)
@@ -100,10 +121,13 @@ def reference_run(
     ``parts`` as ``MemVirCallback(parts=...)``: ``"full"`` (the paper), ``"memory_rows"`` (memory rows with
     their real labels, current proxies only), ``"virtual_proxies"`` (old proxy blocks, no memory rows),
     ``"no_own_virtual"`` (full, and each row's logits lose every proxy of its real class but its target,
-    found by a loop over the columns). With ``accumulate`` > 1 the optimiser steps every ``accumulate``
+    found by a loop over the columns), ``"virtual_proxies_masked"`` (old proxy blocks, no memory rows,
+    and the same loop over the columns). With ``accumulate`` > 1 the optimiser steps every ``accumulate``
     batches on the mean of their losses (Lightning's gradient accumulation); every batch is still one
     MemVir step. Returns one record per step, like ``CosineSoftmax.calls``.
     """
+    with_rows = parts not in ("virtual_proxies", "virtual_proxies_masked")
+    masked = parts in ("no_own_virtual", "virtual_proxies_masked")
     net, proxies, scale = model.net, model.loss.proxies, model.loss.scale
     C, B, N, M = model.loss.num_classes, model.batch, num_steps, step_gap
     opt = torch.optim.SGD(list(net.parameters()) + [proxies], lr=model.lr, momentum=0.9)
@@ -120,14 +144,14 @@ def reference_run(
                 n = min(N, L // (M + 1))
                 for j in range(1, n + 1):
                     e_old, y_old, p_old = past[L - j * (M + 1)]  # step t - j(M+1)
-                    if parts != "virtual_proxies":
+                    if with_rows:
                         embs.append(e_old)
                         labels.append(y_old + (0 if parts == "memory_rows" else j * C))
                     if parts != "memory_rows":
                         blocks.append(p_old)
             e, yy, p = torch.cat(embs), torch.cat(labels), torch.cat(blocks)
             logits = scale * F.normalize(e, dim=1) @ F.normalize(p, dim=1).T
-            if parts == "no_own_virtual":
+            if masked:
                 keep = [[c % C != int(label) % C or c == int(label) for c in range(len(p))] for label in yy]
                 logits = logits.masked_fill(~torch.tensor(keep), float("-inf"))
             loss = F.cross_entropy(logits, yy)

@@ -25,19 +25,24 @@ def final_state(model: LinearEmbedder) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-@pytest.mark.parametrize("proxy_mode", ["exact", "saving"])
-def test_resume_from_checkpoint_is_bit_identical(tmp_path, proxy_mode):
+@pytest.mark.parametrize(("proxy_mode", "parts"), [
+    ("exact", "full"),
+    ("saving", "full"),
+    ("exact", "memory_rows"),  # a memory without proxy snapshots
+    ("exact", "virtual_proxies"),  # a memory without rows
+])
+def test_resume_from_checkpoint_is_bit_identical(tmp_path, proxy_mode, parts):
     straight = make_model()
-    quiet_trainer(max_epochs=4, callbacks=[memvir(proxy_mode=proxy_mode)]).fit(straight)
+    quiet_trainer(max_epochs=4, callbacks=[memvir(proxy_mode=proxy_mode, parts=parts)]).fit(straight)
 
     first_half = make_model()
-    trainer = quiet_trainer(max_epochs=2, callbacks=[memvir(proxy_mode=proxy_mode)])
+    trainer = quiet_trainer(max_epochs=2, callbacks=[memvir(proxy_mode=proxy_mode, parts=parts)])
     trainer.fit(first_half)
     ckpt = tmp_path / "half.ckpt"
     trainer.save_checkpoint(ckpt)
 
     resumed = make_model()
-    callback = memvir(proxy_mode=proxy_mode)
+    callback = memvir(proxy_mode=proxy_mode, parts=parts)
     quiet_trainer(max_epochs=4, callbacks=[callback]).fit(resumed, ckpt_path=ckpt)
     for name, value in final_state(straight).items():
         assert torch.equal(value, final_state(resumed)[name]), name
@@ -45,10 +50,20 @@ def test_resume_from_checkpoint_is_bit_identical(tmp_path, proxy_mode):
 
     # the same resume with an empty memory (what the official code does) drifts away
     forgetful = make_model()
-    empty = memvir(proxy_mode=proxy_mode)
+    empty = memvir(proxy_mode=proxy_mode, parts=parts)
     empty.load_state_dict = lambda state: None
     quiet_trainer(max_epochs=4, callbacks=[empty]).fit(forgetful, ckpt_path=ckpt)
     assert not torch.equal(final_state(forgetful)["net.weight"], final_state(straight)["net.weight"])
+
+
+def test_resume_with_parts_that_store_another_half_is_refused(tmp_path):
+    trainer = quiet_trainer(max_epochs=2, callbacks=[memvir(parts="virtual_proxies")])
+    trainer.fit(make_model())
+    ckpt = tmp_path / "proxies_only.ckpt"
+    trainer.save_checkpoint(ckpt)
+    with pytest.raises(ValueError, match=r"keeps \(store_rows, store_proxies\)=\(False, True\), this run's keeps "
+                                         r"\(True, True\); resume with the same MemVir parts"):
+        quiet_trainer(max_epochs=3, callbacks=[memvir(parts="full")]).fit(make_model(), ckpt_path=ckpt)
 
 
 def test_bf16_mixed_precision_trains_close_to_fp32():

@@ -408,14 +408,16 @@ def _load_benchmark(name):
     return module
 
 
-def test_memvir_drift_measures_stale_proxies_against_current_ones():
+@pytest.mark.parametrize(("store_rows", "store_proxies"), [(True, True), (True, False), (False, True)])
+def test_memvir_drift_measures_stale_proxies_against_current_ones(tmp_path, store_rows, store_proxies):
     import torch
 
     from memvir_pl.memory import VirtualClassMemory
 
     drift = _load_benchmark("memvir_drift")
     current = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])  # nearest others: cos 0.6, 0.8, 0.8
-    memory = VirtualClassMemory(num_steps=2, step_gap=0)
+    # a memory of parts "full", "memory_rows" (no snapshots) or "virtual_proxies" (no rows)
+    memory = VirtualClassMemory(num_steps=2, step_gap=0, store_rows=store_rows, store_proxies=store_proxies)
     angle = torch.tensor(0.5)
     rotation = torch.stack([torch.stack([angle.cos(), -angle.sin()]), torch.stack([angle.sin(), angle.cos()])])
     # pushed oldest first: proxies rotated by 2θ, then by θ (the newest is one step old)
@@ -427,9 +429,19 @@ def test_memvir_drift_measures_stale_proxies_against_current_ones():
                   "callbacks": {"MemVirCallback": {"memory": memory.state_dict()}}}
     stats = drift.drift(checkpoint)
     assert stats["blocks"] == 2 and stats["classes"] == 3
-    assert stats["own_copy_cos"] == pytest.approx([math.cos(0.5), math.cos(1.0)], abs=1e-6)
+    cosines = [math.cos(0.5), math.cos(1.0)] if store_proxies else []
+    assert stats["own_copy_cos"] == pytest.approx(cosines, abs=1e-6)
     assert stats["nearest_other_cos"] == pytest.approx((0.6 + 0.8 + 0.8) / 3, abs=1e-6)
-    assert stats["stale_rows_nearest_own"] == 1.0
+    if store_rows:
+        assert stats["stale_rows_nearest_own"] == 1.0
+    else:
+        assert math.isnan(stats["stale_rows_nearest_own"])
+    path = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    path.parent.mkdir(parents=True)
+    torch.save({**checkpoint, "memvir_pl_config": {}}, path)
+    row = drift.report([path], "cmd").splitlines()[-1]
+    cosines = f"{math.cos(0.5):.4f} / {math.cos(1.0):.4f}" if store_proxies else "– (no proxy snapshots)"
+    assert row == f"| run | last.ckpt | 3 | 7 | 2 | {cosines} | 0.7333 | {'100.0 %' if store_rows else '–'} |"
     with pytest.raises(ValueError, match="no MemVirCallback state"):
         drift.drift({"callbacks": {}, "state_dict": {"loss.proxies": current}})
 

@@ -17,6 +17,7 @@ from memvir_pl.losses import (
     ProxyNCA,
     Softmax,
 )
+from tests.memvir_helpers import proxy_anchor_loop
 
 C, D, B = 4, 6, 10
 CROSS_ENTROPY_LOSSES = [Softmax, NormSoftmax, CosFace, ArcFace, ProxyNCA]
@@ -46,34 +47,13 @@ def test_cross_entropy_losses_take_the_weighted_mean_of_the_rows_losses(make):
     )
 
 
-def _proxy_anchor_loop(x, labels, proxies, weights, alpha, delta, mask=None):
-    """Proxy-Anchor with weighted exp terms, one proxy and one row at a time, float64;
-    ``mask[i][c]`` True leaves row i out of proxy c's negatives."""
-    x = torch.nn.functional.normalize(x.double(), dim=1)
-    p = torch.nn.functional.normalize(proxies.double(), dim=1)
-    pos_total, neg_total, with_positives = 0.0, 0.0, 0
-    for c in range(len(p)):
-        pos_sum = neg_sum = 0.0
-        for i in range(len(x)):
-            cos = float(x[i] @ p[c])
-            if int(labels[i]) == c:
-                pos_sum += float(weights[i]) * torch.exp(torch.tensor(-alpha * (cos - delta))).item()
-            elif mask is None or not mask[i][c]:
-                neg_sum += float(weights[i]) * torch.exp(torch.tensor(alpha * (cos + delta))).item()
-        if any(int(y) == c for y in labels):
-            with_positives += 1
-            pos_total += torch.log1p(torch.tensor(pos_sum)).item()
-        neg_total += torch.log1p(torch.tensor(neg_sum)).item()
-    return pos_total / with_positives + neg_total / len(p)
-
-
 def test_proxy_anchor_weights_multiply_each_rows_exp_terms():
     torch.manual_seed(0)
     loss = ProxyAnchor(num_classes=C, embedding_dim=D, alpha=8.0, delta=0.1)
     x, labels, w = _batch(1)
     proxies = loss.proxies.detach()
     value = loss.loss_from(x, labels, proxies, C, row_weights=w)
-    assert value.item() == pytest.approx(_proxy_anchor_loop(x, labels, proxies, w, 8.0, 0.1), rel=1e-5)
+    assert value.item() == pytest.approx(proxy_anchor_loop(x, labels, proxies, w, 8.0, 0.1), rel=1e-5)
     ones = loss.loss_from(x, labels, proxies, C, row_weights=torch.ones(B))
     torch.testing.assert_close(ones, loss.loss_from(x, labels, proxies, C))
 
@@ -112,7 +92,7 @@ def test_proxy_anchor_mask_leaves_rows_out_of_the_masked_proxies_negatives():
     proxies = torch.cat([loss.proxies.detach(), torch.randn(C, D)])
     mask = _mask()
     value = loss.loss_from(x, labels, proxies, 2 * C, row_weights=w, logit_mask=mask)
-    assert value.item() == pytest.approx(_proxy_anchor_loop(x, labels, proxies, w, 8.0, 0.1, mask.tolist()), rel=1e-5)
+    assert value.item() == pytest.approx(proxy_anchor_loop(x, labels, proxies, w, 8.0, 0.1, mask.tolist()), rel=1e-5)
 
 
 def test_pml_adapter_and_plain_proxy_losses_refuse_a_logit_mask():

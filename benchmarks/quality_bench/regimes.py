@@ -60,6 +60,7 @@ ABLATIONS = {
     "memory_rows": ["memvir.parts=memory_rows"],
     "virtual_proxies": ["memvir.parts=virtual_proxies"],
     "no_own_virtual": ["memvir.parts=no_own_virtual"],
+    "virtual_proxies_masked": ["memvir.parts=virtual_proxies_masked"],
 }
 #: Ablations of the training setting rather than of MemVir: the baseline runs with them too.
 BOTH_ARMS = frozenset({"const", "cosine"})

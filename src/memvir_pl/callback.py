@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytorch_lightning as pl
 import torch
@@ -11,7 +11,23 @@ from torch import Tensor
 from memvir_pl.losses.base import VirtualClassLoss
 from memvir_pl.memory import VirtualClassMemory
 
-PARTS = ("full", "memory_rows", "virtual_proxies", "no_own_virtual")
+
+class PartInputs(NamedTuple):
+    """What one value of ``MemVirCallback(parts=...)`` feeds the loss from the memory."""
+
+    rows: bool  # past embeddings as extra rows
+    proxies: bool  # past proxy snapshots as extra (virtual) classes
+    mask_own_copies: bool  # each row's logits lose its real class's proxies from the other blocks
+
+
+PART_INPUTS = {
+    "full": PartInputs(rows=True, proxies=True, mask_own_copies=False),
+    "memory_rows": PartInputs(rows=True, proxies=False, mask_own_copies=False),
+    "virtual_proxies": PartInputs(rows=False, proxies=True, mask_own_copies=False),
+    "no_own_virtual": PartInputs(rows=True, proxies=True, mask_own_copies=True),
+    "virtual_proxies_masked": PartInputs(rows=False, proxies=True, mask_own_copies=True),
+}
+PARTS = tuple(PART_INPUTS)
 
 
 class MemVirCallback(pl.Callback):
@@ -55,10 +71,19 @@ class MemVirCallback(pl.Callback):
               keeps its target proxy (class y of block j) and loses class y of
               every other block. Needs a loss that takes a ``logit_mask``
               (``supports_logit_mask``: our Softmax family, ProxyNCA, ProxyAnchor).
+            - ``"virtual_proxies_masked"``: ``"virtual_proxies"`` with each
+              row's own-class old proxies removed from its logits: rows x_t,
+              labels y_t, proxies [W_t; W_{t-j(M+1)}...]; a row of class y
+              loses class y of blocks 1..n and keeps every other class's old
+              proxies as negatives. Separates "pushed away from my class's past
+              proxy" from "more negatives"; needs a logit-mask loss, as above.
 
-    Under ``"memory_rows"`` and ``"virtual_proxies"`` the memory still stores
-    full items (the unused half is not skipped), and ``memvir/virtual_blocks``
-    logs n, the past steps used.
+    The memory stores only what ``parts`` uses: no embeddings or labels under
+    ``"virtual_proxies"`` and ``"virtual_proxies_masked"``, no proxy snapshots
+    under ``"memory_rows"``
+    (:meth:`VirtualClassMemory.bank_bytes` gives the size). A new block still
+    comes every M+1 steps, and ``memvir/virtual_blocks`` logs n, the past
+    steps used.
 
     Logged metrics are ``memvir/virtual_blocks`` and ``memvir/num_classes``
     (``memvir/<loss_attr>/...`` when ``loss_attr`` is set). The memory is saved
@@ -89,7 +114,11 @@ class MemVirCallback(pl.Callback):
             )
         self.memory_weight = float(memory_weight)
         self.parts = parts
-        self.memory = VirtualClassMemory(num_steps, step_gap, storage_dtype=storage_dtype, proxy_mode=proxy_mode)
+        uses = PART_INPUTS[parts]
+        self.memory = VirtualClassMemory(
+            num_steps, step_gap, storage_dtype=storage_dtype, proxy_mode=proxy_mode,
+            store_rows=uses.rows, store_proxies=uses.proxies,
+        )
         self.warmup_epochs = int(warmup_epochs)
         self.loss_attr = loss_attr
         self.loss: VirtualClassLoss | None = None
@@ -126,9 +155,9 @@ class MemVirCallback(pl.Callback):
                 f"MemVirCallback: the loss {type(self.loss).__name__} already has a batch expander "
                 "(another MemVirCallback?); use one MemVirCallback per loss."
             )
-        if self.parts == "no_own_virtual" and not getattr(self.loss, "supports_logit_mask", False):
+        if PART_INPUTS[self.parts].mask_own_copies and not getattr(self.loss, "supports_logit_mask", False):
             raise ValueError(
-                f"MemVirCallback: parts='no_own_virtual' needs a loss that takes a logit mask, and "
+                f"MemVirCallback: parts={self.parts!r} needs a loss that takes a logit mask, and "
                 f"{type(self.loss).__name__} does not; use Softmax, NormSoftmax, CosFace, ArcFace, ProxyNCA "
                 "or ProxyAnchor from memvir_pl.losses, or another value of parts."
             )
@@ -183,7 +212,8 @@ class MemVirCallback(pl.Callback):
             block j), proxies ((n+1)*C*K, D), class count (n+1)*C. ``row_weights``
             ((n+1)B',) is 1 for current rows and ``memory_weight`` for memory
             rows (``None`` when all are 1); ``logit_mask`` (rows, proxies) bool,
-            True = removed from the row's logits, only for ``"no_own_virtual"``.
+            True = removed from the row's logits, only for ``"no_own_virtual"``
+            and ``"virtual_proxies_masked"`` (``None`` otherwise).
             Outside a MemVir training step, the inputs unchanged.
         """
         num_classes = loss.num_classes
@@ -200,8 +230,9 @@ class MemVirCallback(pl.Callback):
             self.memory.to(embeddings.device)
         items = self.memory.recall()
         self.virtual_blocks = len(items)
-        rows = items if self.parts != "virtual_proxies" else []
-        blocks = items if self.parts != "memory_rows" else []
+        uses = PART_INPUTS[self.parts]
+        rows = items if uses.rows else []  # the memory holds only the fields ``uses`` names (the rest are None)
+        blocks = items if uses.proxies else []
         offset = num_classes if blocks else 0  # memory rows keep their real labels without virtual proxies
         out_embeddings = torch.cat([embeddings] + [m.embeddings.to(embeddings.dtype) for m in rows])
         out_labels = torch.cat([labels] + [m.labels + (j + 1) * offset for j, m in enumerate(rows)])
@@ -214,7 +245,7 @@ class MemVirCallback(pl.Callback):
         if self.memory_weight != 1.0 and rows:
             row_weights = torch.full((len(out_labels),), self.memory_weight, device=embeddings.device)
             row_weights[: len(labels)] = 1.0
-        if self.parts == "no_own_virtual" and blocks:
+        if uses.mask_own_copies and blocks:
             logit_mask = own_class_copies(out_labels, num_classes, len(blocks) + 1, loss.centers)
         return out_embeddings, out_labels, out_proxies, self.loss_classes, row_weights, logit_mask
 

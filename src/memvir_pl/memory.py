@@ -29,6 +29,10 @@ Buffers are allocated on the first push, on the device and with the shape of
 what is pushed (the largest batch so far; a smaller batch, e.g. the last one of
 an epoch, fills part of a slot and remembers its size). No Python queues and no
 per-step allocation: a push copies into preallocated storage.
+
+A memory can keep only one half of each item: ``store_rows=False`` keeps no
+embeddings or labels, ``store_proxies=False`` no proxy snapshots (a recalled
+item's unkept fields are ``None``). Which steps are recalled does not change.
 """
 
 from __future__ import annotations
@@ -44,11 +48,16 @@ PROXY_MODES = ("exact", "saving")
 
 @dataclass(frozen=True)
 class MemoryItem:
-    """One recalled past step: embeddings (b, D), labels (b,), proxies (P, D); views into the buffer."""
+    """One recalled past step: embeddings (b, D), labels (b,), proxies (P, D); views into the buffer.
 
-    embeddings: Tensor
-    labels: Tensor
-    proxies: Tensor
+    ``embeddings`` and ``labels`` are ``None`` when the memory keeps no rows
+    (``store_rows=False``), ``proxies`` when it keeps no proxy snapshots
+    (``store_proxies=False``).
+    """
+
+    embeddings: Tensor | None
+    labels: Tensor | None
+    proxies: Tensor | None
 
 
 class VirtualClassMemory:
@@ -61,6 +70,10 @@ class VirtualClassMemory:
             ``None`` uses the proxies' dtype (float32 for float32 parameters, also under autocast).
         proxy_mode: ``"exact"`` (one proxy snapshot per item) or ``"saving"``
             (N+1 snapshots; see the module docstring for the exact rule).
+        store_rows: keep each step's embeddings and labels (False: only what
+            the proxies need; recalled items have ``embeddings = labels = None``).
+        store_proxies: keep proxy snapshots (False: recalled items have
+            ``proxies = None``). At least one of the two must be True.
     """
 
     def __init__(
@@ -69,6 +82,8 @@ class VirtualClassMemory:
         step_gap: int,
         storage_dtype: torch.dtype | str | None = None,
         proxy_mode: str = "exact",
+        store_rows: bool = True,
+        store_proxies: bool = True,
     ) -> None:
         if int(num_steps) != num_steps or num_steps < 1:
             raise ValueError(f"VirtualClassMemory: num_steps (N) must be an integer >= 1, got {num_steps!r}.")
@@ -78,16 +93,23 @@ class VirtualClassMemory:
             raise ValueError(
                 f"VirtualClassMemory: proxy_mode must be one of {PROXY_MODES}, got {proxy_mode!r}."
             )
+        if not (store_rows or store_proxies):
+            raise ValueError(
+                "VirtualClassMemory: store_rows and store_proxies are both False, so nothing would be "
+                "stored; keep at least one of them True."
+            )
         self.num_steps = int(num_steps)
         self.step_gap = int(step_gap)
         self.storage_dtype = _as_dtype(storage_dtype)
         self.proxy_mode = proxy_mode
+        self.store_rows = bool(store_rows)
+        self.store_proxies = bool(store_proxies)
         self.capacity = self.num_steps * (self.step_gap + 1)
         self.pushes = 0
-        self._embeddings: Tensor | None = None  # (capacity, B_max, D)
-        self._labels: Tensor | None = None  # (capacity, B_max)
-        self._sizes = [0] * self.capacity  # rows used in each slot
-        self._proxies: Tensor | None = None  # (capacity or N+1, P, D)
+        self._embeddings: Tensor | None = None  # (capacity, B_max, D); stays None without store_rows
+        self._labels: Tensor | None = None  # (capacity, B_max); stays None without store_rows
+        self._sizes = [0] * self.capacity  # rows of the step pushed into each slot
+        self._proxies: Tensor | None = None  # (capacity or N+1, P, D); stays None without store_proxies
 
     # ------------------------------------------------------------------ queries
     @property
@@ -105,26 +127,29 @@ class VirtualClassMemory:
         return min(self.num_steps, self.filled // (self.step_gap + 1))
 
     def recall(self) -> list[MemoryItem]:
-        """Items of steps t-(M+1), ..., t-n(M+1) (t = the step about to be pushed), nearest first."""
+        """Items of steps t-(M+1), ..., t-n(M+1) (t = the step about to be pushed), nearest first.
+
+        Fields this memory does not store are ``None`` (see :class:`MemoryItem`).
+        """
         items = []
         for j in range(1, self.num_blocks() + 1):
             step = self.pushes - j * (self.step_gap + 1)
             slot = step % self.capacity
             size = self._sizes[slot]
-            assert self._embeddings is not None and self._labels is not None and self._proxies is not None
-            items.append(
-                MemoryItem(
-                    self._embeddings[slot, :size],
-                    self._labels[slot, :size],
-                    self._proxies[self._proxy_slot(step)],
-                )
-            )
+            embeddings = labels = proxies = None
+            if self.store_rows:
+                assert self._embeddings is not None and self._labels is not None
+                embeddings, labels = self._embeddings[slot, :size], self._labels[slot, :size]
+            if self.store_proxies:
+                assert self._proxies is not None
+                proxies = self._proxies[self._proxy_slot(step)]
+            items.append(MemoryItem(embeddings, labels, proxies))
         return items
 
     @property
     def device(self) -> torch.device | None:
         """Device of the buffers; ``None`` before the first push (nothing allocated)."""
-        return None if self._embeddings is None else self._embeddings.device
+        return next((t.device for t in self._buffers() if t is not None), None)
 
     def nbytes(self) -> int:
         """Bytes held by the allocated buffers (0 before the first push)."""
@@ -139,16 +164,23 @@ class VirtualClassMemory:
         num_proxies: int,
         proxy_mode: str = "exact",
         dtype: torch.dtype = torch.float32,
+        store_rows: bool = True,
+        store_proxies: bool = True,
     ) -> int:
-        """Bytes a full bank would hold, computed without allocating it."""
+        """Bytes a full bank would hold, computed without allocating it.
+
+        Arguments as the constructor's, plus the bank's shapes: ``batch_size`` B rows of
+        ``embedding_dim`` D per item and ``num_proxies`` P proxy rows per snapshot; ``dtype`` is
+        the storage dtype (labels are int64). Rows: N(M+1)·B·(D·element + 8) bytes when
+        ``store_rows``; proxies: (N(M+1) or N+1)·P·D·element bytes when ``store_proxies``.
+        """
         capacity = num_steps * (step_gap + 1)
         snapshots = capacity if proxy_mode == "exact" else num_steps + 1
         element = torch.empty((), dtype=dtype).element_size()
         label = torch.empty((), dtype=torch.long).element_size()
-        return (
-            capacity * batch_size * (embedding_dim * element + label)
-            + snapshots * num_proxies * embedding_dim * element
-        )
+        rows = capacity * batch_size * (embedding_dim * element + label) if store_rows else 0
+        proxies = snapshots * num_proxies * embedding_dim * element if store_proxies else 0
+        return rows + proxies
 
     # ------------------------------------------------------------------ update
     def push(self, embeddings: Tensor, labels: Tensor, proxies: Tensor, normalize: bool = False) -> None:
@@ -156,7 +188,8 @@ class VirtualClassMemory:
 
         Copies into the preallocated slot of the oldest item (L2-normalising the
         embeddings on the way when ``normalize``); the caller must have used
-        :meth:`recall` for this step before pushing.
+        :meth:`recall` for this step before pushing. What the memory does not
+        store (``store_rows`` / ``store_proxies``) is checked for shape and dropped.
         """
         if embeddings.ndim != 2 or labels.shape != embeddings.shape[:1] or proxies.ndim != 2:
             raise ValueError(
@@ -164,20 +197,20 @@ class VirtualClassMemory:
                 f"got {tuple(embeddings.shape)}, {tuple(labels.shape)} and {tuple(proxies.shape)}."
             )
         self._ensure_allocated(embeddings, proxies)
-        assert self._embeddings is not None and self._labels is not None and self._proxies is not None
         step = self.pushes
         slot = step % self.capacity
         batch = embeddings.shape[0]
-        target = self._embeddings[slot, :batch]
-        if normalize and target.dtype == embeddings.dtype:
-            torch.nn.functional.normalize(embeddings.detach(), dim=1, out=target)
-        elif normalize:
-            target.copy_(torch.nn.functional.normalize(embeddings.detach(), dim=1))
-        else:
-            target.copy_(embeddings.detach())
-        self._labels[slot, :batch].copy_(labels)
+        if self._embeddings is not None and self._labels is not None:
+            target = self._embeddings[slot, :batch]
+            if normalize and target.dtype == embeddings.dtype:
+                torch.nn.functional.normalize(embeddings.detach(), dim=1, out=target)
+            elif normalize:
+                target.copy_(torch.nn.functional.normalize(embeddings.detach(), dim=1))
+            else:
+                target.copy_(embeddings.detach())
+            self._labels[slot, :batch].copy_(labels)
         self._sizes[slot] = batch
-        if self.proxy_mode == "exact" or step % (self.step_gap + 1) == 0:
+        if self._proxies is not None and (self.proxy_mode == "exact" or step % (self.step_gap + 1) == 0):
             self._proxies[self._proxy_slot(step)].copy_(proxies.detach())
         self.pushes += 1
 
@@ -193,10 +226,10 @@ class VirtualClassMemory:
         A checkpoint is loaded onto the CPU: :class:`~memvir_pl.MemVirCallback`
         calls this with the module's device before the memory is used.
         """
-        if self._embeddings is not None and self._embeddings.device != torch.device(device):
-            self._embeddings = self._embeddings.to(device)
-            self._labels = self._labels.to(device)  # type: ignore[union-attr]
-            self._proxies = self._proxies.to(device)  # type: ignore[union-attr]
+        if self.device is not None and self.device != torch.device(device):
+            self._embeddings, self._labels, self._proxies = (
+                None if t is None else t.to(device) for t in self._buffers()
+            )
         return self
 
     # ------------------------------------------------------------------ state
@@ -206,7 +239,9 @@ class VirtualClassMemory:
             "num_steps": self.num_steps,
             "step_gap": self.step_gap,
             "proxy_mode": self.proxy_mode,
-            "storage_dtype": None if self.storage_dtype is None else str(self.storage_dtype),
+            "storage_dtype": _dtype_name(self.storage_dtype),
+            "store_rows": self.store_rows,
+            "store_proxies": self.store_proxies,
             "pushes": self.pushes,
             "sizes": torch.tensor(self._sizes, dtype=torch.long),
             "embeddings": self._embeddings,
@@ -222,6 +257,20 @@ class VirtualClassMemory:
                 "VirtualClassMemory: the checkpoint's memory was made with (num_steps, step_gap, proxy_mode)="
                 f"{saved}, this run uses {(self.num_steps, self.step_gap, self.proxy_mode)}; resume with the "
                 "same MemVir settings, or start a new run (the memory cannot be re-indexed)."
+            )
+        if state["storage_dtype"] != _dtype_name(self.storage_dtype):
+            raise ValueError(
+                f"VirtualClassMemory: the checkpoint's memory was stored with storage_dtype={state['storage_dtype']}, "
+                f"this run uses storage_dtype={_dtype_name(self.storage_dtype)} (None = the proxies' dtype); "
+                "resume with the checkpoint's storage_dtype, or start a new run."
+            )
+        # checkpoints written without these two settings stored both halves
+        stored = (state.get("store_rows", True), state.get("store_proxies", True))
+        if stored != (self.store_rows, self.store_proxies):
+            raise ValueError(
+                f"VirtualClassMemory: the checkpoint's memory keeps (store_rows, store_proxies)={stored}, this "
+                f"run's keeps {(self.store_rows, self.store_proxies)}; resume with the same MemVir parts "
+                "(MemVirCallback sets both from `parts`), or start a new run."
             )
         self.pushes = int(state["pushes"])
         self._sizes = [int(s) for s in state["sizes"]]
@@ -241,26 +290,35 @@ class VirtualClassMemory:
     def _ensure_allocated(self, embeddings: Tensor, proxies: Tensor) -> None:
         dtype = self.storage_dtype or proxies.dtype  # the parameters' precision, also under autocast
         batch, dim = embeddings.shape
-        if self._embeddings is None:
+        if self.device is None:
             device = embeddings.device
-            self._embeddings = torch.zeros(self.capacity, batch, dim, dtype=dtype, device=device)
-            self._labels = torch.zeros(self.capacity, batch, dtype=torch.long, device=device)
-            self._proxies = torch.zeros(self.num_proxy_slots, *proxies.shape, dtype=dtype, device=device)
+            if self.store_rows:
+                self._embeddings = torch.zeros(self.capacity, batch, dim, dtype=dtype, device=device)
+                self._labels = torch.zeros(self.capacity, batch, dtype=torch.long, device=device)
+            if self.store_proxies:
+                self._proxies = torch.zeros(self.num_proxy_slots, *proxies.shape, dtype=dtype, device=device)
             return
-        assert self._labels is not None and self._proxies is not None
-        if self._embeddings.device != embeddings.device:
+        if self.device != embeddings.device:
             self.to(embeddings.device)
-        if self._embeddings.shape[2] != dim or self._proxies.shape[1:] != proxies.shape:
+        stored = self._embeddings if self._embeddings is not None else self._proxies
+        assert stored is not None
+        stored_proxies = "(not stored)" if self._proxies is None else tuple(self._proxies.shape[1:])
+        if stored.shape[2] != dim or (self._proxies is not None and self._proxies.shape[1:] != proxies.shape):
             raise ValueError(
-                "VirtualClassMemory: stored items have embedding size "
-                f"{self._embeddings.shape[2]} and proxies {tuple(self._proxies.shape[1:])}, the new step has "
-                f"{dim} and {tuple(proxies.shape)}; the model or class count changed mid-run. Call reset() "
-                "(or start a new run) when changing them."
+                f"VirtualClassMemory: stored items have embedding size {stored.shape[2]} and proxies "
+                f"{stored_proxies}, the new step has {dim} and {tuple(proxies.shape)}; the model or class "
+                "count changed mid-run. Call reset() (or start a new run) when changing them."
             )
-        if batch > self._embeddings.shape[1]:  # a larger batch than any so far: widen every slot once
+        if self._embeddings is not None and self._labels is not None and batch > self._embeddings.shape[1]:
+            # a larger batch than any so far: widen every slot once
             grow = batch - self._embeddings.shape[1]
             self._embeddings = torch.cat([self._embeddings, self._embeddings.new_zeros(self.capacity, grow, dim)], 1)
             self._labels = torch.cat([self._labels, self._labels.new_zeros(self.capacity, grow)], 1)
+
+
+def _dtype_name(dtype: torch.dtype | None) -> str | None:
+    """How a storage dtype is saved in a checkpoint: ``"torch.bfloat16"``, or ``None`` (the proxies' dtype)."""
+    return None if dtype is None else str(dtype)
 
 
 def _as_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:

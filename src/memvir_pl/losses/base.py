@@ -47,7 +47,7 @@ class VirtualClassLoss(nn.Module, ABC):
     ``check_inputs = False`` turns all checks off.
 
     ``supports_logit_mask``: whether :meth:`loss_from` takes a ``logit_mask``
-    (needed by ``MemVirCallback(parts="no_own_virtual")``).
+    (needed by ``MemVirCallback(parts="no_own_virtual")`` and ``"virtual_proxies_masked"``).
     """
 
     num_classes: int
