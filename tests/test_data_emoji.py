@@ -29,10 +29,18 @@ from memvir_pl.data.emoji.build import (
     collect_candidates,
     drop_near_duplicates,
     load_emoji_set,
+    near_identical_pairs,
     thumbnails,
 )
 from memvir_pl.data.emoji.names import EmojiList, NameTable, canonical, is_skin_tone
-from memvir_pl.data.splits import load_dataclass, save_dataclass, split_of_key
+from memvir_pl.data.emoji.report import data_report, near_identical_to_training
+from memvir_pl.data.splits import (
+    DEFAULT_FRACTIONS,
+    connected_groups,
+    load_dataclass,
+    save_dataclass,
+    split_of_key,
+)
 from memvir_pl.data.transforms import build_transform
 
 # (emojibase hexcode, CLDR label, skin variants)
@@ -72,6 +80,9 @@ K = 10  # min_designs in the tests
 # - fxemoji draws the red heart twice ("red-heart", "heavy-black-heart"): both dropped;
 # - 1F604 is drawn by the 8 code-point sets only (ambiguous name elsewhere): < K;
 # - the rocket is drawn by apple, google and twitter only: < K.
+# Kept but grouped: facebook's waving hand (1F44B, "test" by its key) is its grinning face
+# (1F600, "train" by its key) with every colour value +3: near-identical across classes, so
+# both classes go to the split of the smaller key, 1F44B.
 EXPECTED = {
     "1F600": 13, "1F601": 14, "1F621": 14, "1F44B": 14, "2764": 13,
     "1F3F3-200D-1F308": 14, "27A1": 13, "2B05": 13,
@@ -87,9 +98,11 @@ def _drawing(key: str, design: int) -> tuple[tuple[int, int, int, int], tuple[in
     """(box in a 64-unit square, colour) of ``design``'s drawing of emoji ``key``."""
     if design == 2 and key == "2B05":  # twitter: left arrow drawn as its right arrow
         key = "27A1"
+    colour = _colour(design)
+    if design == 3 and key == "1F44B":  # facebook: waving hand as a near copy of its grinning face
+        key, colour = "1F600", tuple(v + 3 for v in colour)
     order = [canonical(h) for h, _, _ in EMOJIBASE] + [SKIN]
     c = order.index(key)
-    colour = _colour(design)
     if design == 1 and key == "1F600":  # google: a near copy of apple's
         colour = tuple(v + 3 for v in _colour(0))
     x, y = 4 * (c % 4), 4 * (c // 4)
@@ -294,18 +307,97 @@ def test_near_duplicate_rule_by_hand():
     np.testing.assert_array_equal(drop_near_duplicates(thumbs, 6.0), [True, False, False, False])
 
 
+def test_connected_groups_by_hand():
+    # 0-3 directly, 3-5 and 5-1 chain them all to 0; 2-4 alone; 6 in no pair
+    pairs = np.array([[3, 0], [5, 3], [1, 5], [4, 2]])
+    np.testing.assert_array_equal(connected_groups(7, pairs), [0, 0, 2, 0, 2, 0, 6])
+    np.testing.assert_array_equal(connected_groups(3, np.zeros((0, 2), np.int64)), [0, 1, 2])
+
+
+def _mad(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).mean())
+
+
+def test_prefiltered_search_finds_the_pairs_of_an_all_pairs_loop():
+    rng = np.random.default_rng(0)
+    images = []
+    for _ in range(6):
+        base = rng.integers(40, 216, (32, 32, 3))
+        images.append(base)
+        for amplitude in (1, 2, 3, 4, 6):
+            # +-amplitude per 2 x 2 pixel block (one thumbnail cell), random signs: a 16 x 16
+            # MAD of exactly `amplitude` to the base, much less on 4 x 4 thumbnails
+            signs = rng.choice([-1, 1], (16, 16, 3)).repeat(2, axis=0).repeat(2, axis=1)
+            images.append(base + amplitude * signs)
+    thumbs = thumbnails(np.stack(images).astype(np.uint8))
+    n = len(thumbs)
+    slow = [[i, j] for i in range(n) for j in range(i + 1, n) if _mad(thumbs[i], thumbs[j]) < 4.0]
+    assert len(slow) > 6 * 3  # each base with its three copies under 4, and copy pairs
+    for chunk in (1, 5, 1024):
+        assert near_identical_pairs(thumbs, 4.0, chunk=chunk).tolist() == slow
+    # the 4 x 4 prefilter lets through pairs that only the exact MAD rejects (amplitude 4 and 6)
+    coarse = thumbs.reshape(n, 4, 4, 4, 4, 3).mean(axis=(2, 4))
+    passed = [[i, j] for i in range(n) for j in range(i + 1, n) if _mad(coarse[i], coarse[j]) < 4.0]
+    assert len(passed) > len(slow) and all(p in passed for p in slow)
+    assert near_identical_pairs(thumbs[:1], 4.0).shape == (0, 2)
+
+
+def test_near_identical_classes_share_a_split(emoji):
+    fractions = {"train": 0.5, "val": 0.2, "test": 0.3}
+    hand, face = emoji.classes.index("1F44B"), emoji.classes.index("1F600")
+    # by their own keys they would be split apart
+    assert (split_of_key("1F44B", fractions), split_of_key("1F600", fractions)) == ("test", "train")
+    assert split_of_key("1F600") != split_of_key("1F44B")  # default fractions too
+    facebook = emoji.designs.index("facebook")
+    row = {(c, d): i for i, (c, d) in enumerate(zip(emoji.class_ids.tolist(), emoji.design_ids.tolist(),
+                                                      strict=True))}
+    assert emoji.cross_class_pairs.tolist() == [sorted([row[hand, facebook], row[face, facebook]])]
+    groups = list(range(len(emoji.classes)))
+    groups[face] = hand
+    assert emoji.class_groups.tolist() == groups
+    for f in (fractions, DEFAULT_FRACTIONS):
+        splits = emoji.class_splits(f)
+        assert splits[face] == splits[hand] == split_of_key("1F44B", f)
+    assert "1F600" in emoji.split("test", fractions).classes
+    s = emoji.summary
+    assert (s["class_groups_joined"], s["classes_in_joined_groups"],
+            s["renderings_near_identical_across_classes"]) == (1, 2, 2)
+    # no rendering of one split is near-identical to one of another: all pairs, by a slow loop
+    thumbs = thumbnails(emoji.images)
+    split_of_row = [emoji.class_splits(fractions)[c] for c in emoji.class_ids.tolist()]
+    for i in range(len(thumbs)):
+        for j in range(i + 1, len(thumbs)):
+            if split_of_row[i] != split_of_row[j]:
+                assert _mad(thumbs[i], thumbs[j]) >= 4.0
+
+
+def test_report_counts_near_identical_renderings_by_key_and_by_group(emoji, packages, tmp_path):
+    fractions = {"train": 0.5, "val": 0.2, "test": 0.3}
+    # by key, facebook's waving hand (test) copies its grinning face (train): 1 rendering, 1 class
+    by_key = near_identical_to_training(emoji, [split_of_key(k, fractions) for k in emoji.classes])
+    assert by_key == {"val": (0, 0), "test": (1, 1)}
+    assert near_identical_to_training(emoji, emoji.class_splits(fractions)) == {"val": (0, 0), "test": (0, 0)}
+    text = data_report(packages, tmp_path, options={"render_size": 32, "min_designs": K}, fractions=fractions)
+    assert "groups of 2+ classes: **1**, holding 2 classes" in text
+    assert "largest groups: 2 classes (waving hand, grinning face)" in text
+    assert "| by class key alone | 0 (0) | 1 (1) |" in text
+    assert "| by class group (used) | 0 (0) | 0 (0) |" in text
+
+
 def test_splits_are_stable_and_class_disjoint(emoji, packages):
     fractions = {"train": 0.5, "val": 0.2, "test": 0.3}
     splits = {name: emoji.split(name, fractions) for name in ("train", "val", "test")}
     classes = [set(s.classes) for s in splits.values()]
     assert set().union(*classes) == set(emoji.classes)
     assert sum(map(len, classes)) == len(emoji.classes)  # disjoint
+    group_key = {"1F600": "1F44B"}  # the smallest key of its group; the others are alone
     for name, split in splits.items():
-        assert all(split_of_key(k, fractions) == name for k in split.classes)
+        assert all(split_of_key(group_key.get(k, k), fractions) == name for k in split.classes)
         assert len(split.labels) == sum(_counts(emoji)[k] for k in split.classes)
         assert list(split.labels) == sorted(split.labels)
         assert set(split.labels.tolist()) == set(range(split.num_classes))
-    # a class's split depends on its key only: a smaller set puts it in the same split
+    # a class's split depends on its group's smallest key only: a smaller set puts it in the
+    # same split
     subset = build_emoji_set(packages, render_size=16, min_designs=14)
     assert 0 < len(subset.classes) < len(emoji.classes)
     for key in subset.classes:
@@ -324,7 +416,8 @@ def test_few_variant_takes_the_classes_with_most_renderings(emoji):
 def test_cache_round_trip_keeps_every_field(emoji, tmp_path):
     save_dataclass(emoji, tmp_path / "emoji.npz")
     loaded = load_dataclass(EmojiSet, tmp_path / "emoji.npz")
-    for name in ("images", "class_ids", "design_ids"):
+    assert len(emoji.cross_class_pairs) == 1
+    for name in ("images", "class_ids", "design_ids", "class_groups", "cross_class_pairs"):
         original = getattr(emoji, name)
         assert getattr(loaded, name).dtype == original.dtype and np.array_equal(getattr(loaded, name), original)
     assert (loaded.classes, loaded.labels, loaded.designs) == (emoji.classes, emoji.labels, emoji.designs)

@@ -1,4 +1,5 @@
-"""SplitEvaluation: the test split evaluated at each validation equals trainer.test of the same weights."""
+"""SplitEvaluation: the test split evaluated at each validation equals trainer.test of the same weights,
+and evaluating it leaves torch's global RNG untouched."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from memvir_pl.metrics import RetrievalMetrics
 from memvir_pl.split_eval import SplitEvaluation
 from memvir_pl.train import train
 from tests.hydra_helpers import QUIET, compose_config
@@ -39,3 +41,51 @@ def test_needs_retrieval_metrics_and_the_split_loader():
     with pytest.raises(ValueError, match=r"needs a module with `val_metrics`.*`test_dataloader\(\)`"):
         SplitEvaluation().on_validation_epoch_end(trainer, torch.nn.Linear(2, 2))
     assert SplitEvaluation("val").prefix == "val_during_fit"
+
+
+class _Items(torch.utils.data.Dataset):
+    """Items as the datamodule's: dicts of image (3,), label, index."""
+
+    def __init__(self) -> None:
+        self.images = torch.arange(30, dtype=torch.float32).reshape(10, 3).sin()
+        self.labels = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3, 4, 4])
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"image": self.images[i], "label": self.labels[i], "index": i}
+
+
+class _Module(torch.nn.Module):
+    """The parts of a DMLModule the callback uses: val_metrics, forward, batch transfer, log_dict."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.val_metrics = RetrievalMetrics(k=(1, 2))
+        self.device = torch.device("cpu")
+        self.logged: dict = {}
+
+    def forward(self, x):
+        return x
+
+    def transfer_batch_to_device(self, batch, device, dataloader_idx):
+        return batch
+
+    def log_dict(self, values, sync_dist):
+        self.logged.update(values)
+
+
+def test_leaves_the_global_rng_as_it_found_it():
+    data = SimpleNamespace(test_dataloader=lambda: torch.utils.data.DataLoader(_Items(), batch_size=4))
+    trainer = SimpleNamespace(sanity_checking=False, datamodule=data)
+    module = _Module()
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    SplitEvaluation().on_validation_epoch_end(trainer, module)
+    assert torch.equal(torch.get_rng_state(), before)
+    # the same values as the metric fed the whole split at once
+    reference = RetrievalMetrics(k=(1, 2))
+    reference.update(_Items().images, _Items().labels, indexes=torch.arange(10))
+    expected = {f"test_during_fit/{k}": float(v) for k, v in reference.compute().items()}
+    assert module.logged == pytest.approx(expected)

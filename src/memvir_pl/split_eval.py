@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytorch_lightning as pl
 import torch
+from torch.utils.data import DataLoader
 
 
 class SplitEvaluation(pl.Callback):
@@ -20,14 +21,22 @@ class SplitEvaluation(pl.Callback):
     on query/gallery splits, ``is_query``) of ``datamodule.<split>_dataloader()``. Under DDP
     every process evaluates the whole split (the metric keeps one row per dataset index).
 
+    The callback leaves torch's global RNG as it found it, so a run's checkpoints and its random
+    draws after an evaluation (dropout, augmentation) are the same with or without it: a
+    DataLoader without a ``generator`` draws its workers' base seed from the global RNG each
+    time it is iterated, so a loader that has none is given a fresh ``torch.Generator`` seeded
+    with ``seed`` at every evaluation (a loader with its own generator keeps it).
+
     Args:
         split: the datamodule split, ``test`` by default.
         prefix: the logged name prefix; default ``<split>_during_fit``.
+        seed: the seed of the loader's generator (worker seeds; evaluation draws nothing else).
     """
 
-    def __init__(self, split: str = "test", prefix: str | None = None) -> None:
+    def __init__(self, split: str = "test", prefix: str | None = None, seed: int = 0) -> None:
         self.split = split
         self.prefix = prefix or f"{split}_during_fit"
+        self.seed = seed
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
@@ -42,8 +51,11 @@ class SplitEvaluation(pl.Callback):
             )
         metric = metric.clone()
         metric.reset()
+        batches = loader()
+        if isinstance(batches, DataLoader) and batches.generator is None:
+            batches.generator = torch.Generator().manual_seed(self.seed)
         with torch.inference_mode():
-            for batch in loader():
+            for batch in batches:
                 batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
                 metric.update(pl_module(batch["image"]).float(), batch["label"], indexes=batch["index"],
                               is_query=batch.get("is_query"))

@@ -1,5 +1,6 @@
-"""Shared by the rendered data sets (glyphs, emoji): class-disjoint splits by a stable hash, and
-the atomic ``.npz`` cache they are kept in (:func:`save_dataclass` / :func:`load_dataclass`)."""
+"""Shared by the rendered data sets (glyphs, emoji): class-disjoint splits by a stable hash (of a
+class, or of a group of classes kept together), and the atomic ``.npz`` cache they are kept in
+(:func:`save_dataclass` / :func:`load_dataclass`)."""
 
 from __future__ import annotations
 
@@ -40,6 +41,25 @@ def split_of_key(key: str, fractions: Mapping[str, float] = DEFAULT_FRACTIONS) -
         if u < bound:
             return name
     return SPLITS[-1]
+
+
+def connected_groups(num_items: int, pairs: np.ndarray) -> np.ndarray:
+    """(num_items,) int64: the group of each item, as the smallest item index of its group,
+    where ``pairs`` (P, 2) of item indices join items (directly or through others); an item in
+    no pair is a group of its own. Hash a group's smallest key with :func:`split_of_key` to put
+    all of it in one split."""
+    parent = np.arange(num_items, dtype=np.int64)
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = int(parent[i])
+        return i
+
+    for a, b in np.asarray(pairs, dtype=np.int64).reshape(-1, 2).tolist():
+        ra, rb = root(a), root(b)
+        parent[max(ra, rb)] = min(ra, rb)  # the root stays the smallest index
+    return np.array([root(i) for i in range(num_items)], dtype=np.int64)
 
 
 def cache_key(payload: Mapping[str, Any]) -> str:

@@ -18,9 +18,14 @@ downloaded here) in these steps:
 6. within an emoji, a rendering near-identical to an earlier one (design-set order of
    ``SOURCES``) is dropped: near-identical = mean absolute difference of their 16 x 16 RGB
    box-filtered thumbnails below ``near_duplicate_mad`` (0-255 units);
-7. emoji left with fewer than ``min_designs`` renderings are dropped.
+7. emoji left with fewer than ``min_designs`` renderings are dropped;
+8. emoji joined by a near-identical rendering (same rule as step 6) across classes, directly or
+   through others, form one class group (e.g. "man" and "man: red hair" drawn alike by one
+   set): the groups keep such renderings out of different splits.
 
-Splits are class-disjoint, by the SHA-1 of the class key (:func:`splits.split_of_key`).
+Splits are class-disjoint and group-disjoint: every class of a group goes to the split of the
+SHA-1 of the group's smallest class key (:func:`splits.split_of_key`), so a class alone in its
+group is split by its own key.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from typing import Any
 
 import numpy as np
 import PIL
+import torch
 
 from memvir_pl.data.emoji import sources as src
 from memvir_pl.data.emoji.names import EmojiList, NameTable, canonical, is_skin_tone
@@ -46,6 +52,7 @@ from memvir_pl.data.splits import (
     DEFAULT_FRACTIONS,
     SPLITS,
     cache_key,
+    connected_groups,
     load_dataclass,
     save_dataclass,
     split_of_key,
@@ -54,8 +61,10 @@ from memvir_pl.data.splits import (
 log = logging.getLogger(__name__)
 
 #: Bump when building or cleaning changes, so stale caches are not reused.
-EMOJI_SET_VERSION = 1
+EMOJI_SET_VERSION = 2
 THUMBNAIL = 16
+#: Side of the coarse thumbnails whose MAD bounds the 16 x 16 one from below (a prefilter).
+COARSE_THUMBNAIL = 4
 #: The defaults of :func:`build_emoji_set`'s options (conf/data/emoji.yaml sets the same).
 DEFAULT_OPTIONS: Mapping[str, Any] = {
     "render_size": 64, "min_designs": 7, "keep_skin_tones": False, "near_duplicate_mad": 4.0,
@@ -123,8 +132,14 @@ class EmojiSet:
         classes: class keys, sorted.
         labels: CLDR name of each class.
         designs: design-set names (``SOURCES`` order).
+        class_groups: (C,) int64, the group of each class as the index of the group's first
+            class (smallest key); a class with no near-identical rendering in another class
+            is its own group.
+        cross_class_pairs: (P, 2) int64 rows ``i < j`` into ``images``: renderings of two
+            different classes that are near-identical (16 x 16 thumbnail MAD below the
+            build's ``near_duplicate_mad``); they join the classes' groups.
         summary: counts of what was kept and dropped (``per_design``: :class:`SourceStats`
-            fields per design set), and the build time in seconds.
+            fields per design set), of the class groups, and the build time in seconds.
     """
 
     images: np.ndarray
@@ -133,11 +148,14 @@ class EmojiSet:
     classes: tuple[str, ...]
     labels: tuple[str, ...]
     designs: tuple[str, ...]
+    class_groups: np.ndarray
+    cross_class_pairs: np.ndarray
     summary: Mapping[str, Any]
 
     def class_splits(self, fractions: Mapping[str, float] = DEFAULT_FRACTIONS) -> list[str]:
-        """The split of every class (aligned with ``classes``)."""
-        return [split_of_key(key, fractions) for key in self.classes]
+        """The split of every class (aligned with ``classes``): that of its group's smallest
+        key, so near-identical renderings never sit in two splits."""
+        return [split_of_key(self.classes[g], fractions) for g in self.class_groups.tolist()]
 
     def split(
         self,
@@ -300,6 +318,43 @@ def drop_near_duplicates(thumbs: np.ndarray, threshold: float) -> np.ndarray:
     return keep
 
 
+def near_identical_pairs(thumbs: np.ndarray, threshold: float, chunk: int = 1024) -> np.ndarray:
+    """All near-identical pairs among ``thumbs``, the rule of :func:`drop_near_duplicates`.
+
+    Args:
+        thumbs: (N, 16, 16, 3) float32 thumbnails (:func:`thumbnails`), 0-255.
+        threshold: a pair is near-identical when the mean absolute difference of its
+            thumbnails is < ``threshold`` (0-255 units).
+        chunk: rows compared at once in the prefilter, which holds a (chunk, N) block of
+            float32 distances: ~4 * chunk * N bytes.
+
+    Returns:
+        (P, 2) int64 index pairs ``i < j``, sorted.
+
+    The all-pairs search runs on 4 x 4 box-filtered thumbnails (48 values each): their MAD is a
+    lower bound of the 16 x 16 one (the mean of a block's absolute differences is at least the
+    absolute difference of the block's means), so only pairs under the threshold there can be
+    near-identical; the exact 16 x 16 MAD is then computed for those pairs only.
+    """
+    n = len(thumbs)
+    cell = THUMBNAIL // COARSE_THUMBNAIL
+    coarse = thumbs.reshape(n, COARSE_THUMBNAIL, cell, COARSE_THUMBNAIL, cell, -1).mean(axis=(2, 4))
+    coarse = torch.from_numpy(np.ascontiguousarray(coarse.reshape(n, -1), dtype=np.float32))
+    # summed rather than averaged (cdist), with a margin so float32 rounding loses no pair
+    bound = (threshold * (1 + 1e-5) + 1e-3) * coarse.shape[1]
+    found = [np.zeros((0, 2), np.int64)]
+    for start in range(0, n, chunk):
+        near = torch.cdist(coarse[start:start + chunk], coarse[start:], p=1) < bound
+        i, j = torch.nonzero(torch.triu(near, diagonal=1), as_tuple=True)  # j > i, once each
+        candidates = torch.stack([i + start, j + start], dim=1).numpy().astype(np.int64)
+        for s in range(0, len(candidates), 8192):
+            batch = candidates[s:s + 8192]
+            mad = np.abs(thumbs[batch[:, 0]] - thumbs[batch[:, 1]]).mean(axis=(1, 2, 3))
+            found.append(batch[mad < threshold])
+    pairs = np.concatenate(found)
+    return pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
+
+
 def build_emoji_set(
     root: str | os.PathLike,
     render_size: int = 64,
@@ -319,6 +374,10 @@ def build_emoji_set(
             thumbnails in 0-255 units.
         sources: the design sets, in preference order (the first of two near-identical
             renderings is kept).
+
+    Classes sharing a near-identical rendering are grouped (``EmojiSet.class_groups``, step 8);
+    the summary counts the groups of more than one class, the classes in them, and the
+    renderings with a near-identical rendering in another class.
     """
     if render_size < THUMBNAIL:
         raise ValueError(f"emoji render_size must be >= {THUMBNAIL} pixels, got {render_size}")
@@ -357,6 +416,16 @@ def build_emoji_set(
     rows = [i for k in classes for i in final[k]]
     for i in rows:
         stats[sources[todo[i].design].design].kept += 1
+    class_index = {k: c for c, k in enumerate(classes)}
+    class_ids = np.array([class_index[todo[i].key] for i in rows], dtype=np.int64)
+
+    group_start = time.perf_counter()
+    pairs = near_identical_pairs(thumbs[rows], near_duplicate_mad)
+    pairs = pairs[class_ids[pairs[:, 0]] != class_ids[pairs[:, 1]]]
+    groups = connected_groups(len(classes), class_ids[pairs])
+    sizes = np.bincount(groups, minlength=len(classes))
+    log.info("%d near-identical pairs across classes found in %.1f s", len(pairs),
+             time.perf_counter() - group_start)
     summary = {
         "designs": len(sources),
         "candidates": len(candidates),
@@ -368,18 +437,22 @@ def build_emoji_set(
             n < min_designs for n in designs_of.values()),
         "classes": len(classes),
         "images": len(rows),
+        "class_groups_joined": int((sizes > 1).sum()),
+        "classes_in_joined_groups": int(sizes[sizes > 1].sum()),
+        "renderings_near_identical_across_classes": len(np.unique(pairs)),
         "build_seconds": round(time.perf_counter() - start, 2),
         "per_design": {name: vars(st) for name, st in stats.items()},
     }
     log.info("emoji set built: %s", {k: v for k, v in summary.items() if k != "per_design"})
-    class_index = {k: c for c, k in enumerate(classes)}
     return EmojiSet(
         images=rendered[rows] if rows else rendered[:0],
-        class_ids=np.array([class_index[todo[i].key] for i in rows], dtype=np.int64),
+        class_ids=class_ids,
         design_ids=np.array([todo[i].design for i in rows], dtype=np.int64),
         classes=classes,
         labels=tuple(emoji.labels[k] for k in classes),
         designs=tuple(s.design for s in sources),
+        class_groups=groups,
+        cross_class_pairs=pairs,
         summary=summary,
     )
 

@@ -1,5 +1,6 @@
 """The emoji data report: licences, renderings per design set, classes per number of
-renderings, splits, and a contact sheet of the openly licensed sets only."""
+renderings, splits and the class groups behind them, and a contact sheet of the openly
+licensed sets only."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from memvir_pl.data.emoji import sources as src
 from memvir_pl.data.emoji.build import DEFAULT_OPTIONS, EmojiSet, load_emoji_set
-from memvir_pl.data.splits import DEFAULT_FRACTIONS, SPLITS
+from memvir_pl.data.splits import DEFAULT_FRACTIONS, SPLITS, split_of_key
 
 SHEET_ROWS = 16
 LABEL_WIDTH = 150
@@ -85,6 +86,26 @@ def contact_sheet(emoji: EmojiSet, open_designs: Sequence[int], path: Path,
     return path
 
 
+def near_identical_to_training(emoji: EmojiSet, class_splits: Sequence[str]) -> dict[str, tuple[int, int]]:
+    """Per evaluation split (val, test): (renderings, classes) of it that have a near-identical
+    rendering (``emoji.cross_class_pairs``) in a training class, when the classes are split as
+    ``class_splits`` (one split name per class, aligned with ``emoji.classes``)."""
+    split_of_row = np.asarray(class_splits)[emoji.class_ids]
+    rows: dict[str, set[int]] = {"val": set(), "test": set()}
+    for i, j in emoji.cross_class_pairs.tolist():
+        for row, other in ((i, j), (j, i)):
+            if split_of_row[other] == "train" and split_of_row[row] in rows:
+                rows[split_of_row[row]].add(row)
+    return {name: (len(r), len({int(emoji.class_ids[i]) for i in r})) for name, r in rows.items()}
+
+
+def _split_counts(class_splits: Sequence[str], counts: np.ndarray) -> str:
+    """"train C / N, val C / N, test C / N": classes / images per split."""
+    return ", ".join(
+        f"{s} {list(class_splits).count(s)} / {int(counts[[c for c, x in enumerate(class_splits) if x == s]].sum())}"
+        for s in SPLITS)
+
+
 def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     return [
         "| " + " | ".join(header) + " |",
@@ -120,6 +141,13 @@ def data_report(
 
     counts = np.bincount(emoji.class_ids, minlength=len(emoji.classes))
     splits = emoji.class_splits(fractions)
+    key_splits = [split_of_key(key, fractions) for key in emoji.classes]
+    leaks = {"by class key alone": near_identical_to_training(emoji, key_splits),
+             "by class group (used)": near_identical_to_training(emoji, splits)}
+    members: dict[int, list[int]] = {}
+    for c, g in enumerate(emoji.class_groups.tolist()):
+        members.setdefault(g, []).append(c)
+    largest = sorted((m for m in members.values() if len(m) > 1), key=lambda m: (-len(m), m[0]))
     few = emoji.split("train", fractions, few_train_classes)
     name_rows = [(name, st["images"], st["names_matched"], st["names_ambiguous"],
                   st["names_unknown"]) for name, st in per_design.items()
@@ -133,9 +161,8 @@ def data_report(
         f" {dict(fractions)}.", "",
         f"- classes (emoji with >= k distinct renderings): **{len(emoji.classes)}**; images:"
         f" **{len(emoji.class_ids)}**",
-        "- classes / images per split: " + ", ".join(
-            f"{s} {splits.count(s)} / {int(counts[[c for c, x in enumerate(splits) if x == s]].sum())}"
-            for s in SPLITS),
+        "- classes / images per split: " + _split_counts(splits, counts)
+        + " (by class group, see below)",
         f"- `emoji_few` training split: {few.num_classes} classes / {len(few.labels)} images"
         f" (the {few_train_classes} training classes with the most renderings); val/test as"
         " `emoji`",
@@ -146,6 +173,26 @@ def data_report(
         f" near-identical within a class dropped, {summary['too_few_designs_classes_dropped']}"
         " emoji with < k renderings dropped",
         f"- build time: {summary['build_seconds']} s when built; load here {seconds:.0f} s", "",
+        "## Class groups", "",
+        "Two emoji with near-identical renderings (16 x 16 thumbnail MAD <"
+        " `near_duplicate_mad`, the within-class rule) are one group, directly or through"
+        " others; each group goes whole to the split of its smallest class key, so no"
+        " rendering has a near-identical copy in another split.", "",
+        f"- groups of 2+ classes: **{summary['class_groups_joined']}**, holding"
+        f" {summary['classes_in_joined_groups']} classes; renderings with a near-identical"
+        f" rendering in another class: {summary['renderings_near_identical_across_classes']}"
+        f" ({len(emoji.cross_class_pairs)} pairs)",
+        "- largest groups: " + "; ".join(
+            f"{len(m)} classes ({', '.join(emoji.labels[c] for c in m[:5])}"
+            + (" …)" if len(m) > 5 else ")") for m in largest[:5]),
+        "- classes / images per split by class key alone (without groups): "
+        + _split_counts(key_splits, counts), "",
+        *_markdown_table(
+            ["classes split", "val renderings (classes) near-identical to a training rendering",
+             "test renderings (classes) near-identical to a training rendering"],
+            [(name, f"{v['val'][0]} ({v['val'][1]})", f"{v['test'][0]} ({v['test'][1]})")
+             for name, v in leaks.items()]),
+        "",
         "## Design sets", "",
         "Image licence = the package.json `license` unless the package states otherwise"
         " (emoji-datasource: its README). Only sets with an open image licence appear in the"
