@@ -191,13 +191,13 @@ CARS_WARMUP = round(40 * EMOJI_FEW_EPOCHS / CARS_EPOCHS)
 SOP_STEPS = 465
 
 # Regime (vi): the backbone frozen, only a linear head trains, on pooled features computed once
-# (data.cache_features): an epoch of the whole training split (~62 batches of 128, the official
+# (data.cache_features): an epoch of the whole training split (66 batches of 128; the official
 # CARS196 runs' 63) takes seconds, so the paper's budgets fit. 128 px renderings (the emoji
 # render_size too). The official optimiser and budgets (PAPER.md): E = 130 epochs, the baseline
 # with the official step decay (x0.1 after epoch 50) and, as the reference for MemVir's parts,
 # at MemVir's constant lr (`const`); MemVir at a constant lr with U = 40 epochs (the official
 # CARS196 warm-up) and our SOP experiment's N = 5 blocks spanning 1.1 epochs (M = 12), as (iv).
-FROZEN_STEPS = 62
+FROZEN_STEPS = 66
 EFFNET_FROZEN = ("model=efficientnet_lite0", "model.freeze_stages=all", "data.cache_features=true",
                  "data.image_size=128", "data.options.render_size=128", "data.m_per_class=null",
                  "module.lr=1.0e-4")
