@@ -116,7 +116,7 @@ def reference_run(
     accumulate: int = 1,
     parts: str = "full",
 ) -> list[dict]:
-    """MemVir (DESIGN.md section 1) as a plain loop: a list of past items, indices by explicit arithmetic.
+    """MemVir (the paper's rule) as a plain loop: a list of past items, indices by explicit arithmetic.
 
     ``parts`` as ``MemVirCallback(parts=...)``: ``"full"`` (the paper), ``"memory_rows"`` (memory rows with
     their real labels, current proxies only), ``"virtual_proxies"`` (old proxy blocks, no memory rows),

@@ -61,8 +61,8 @@ def test_resume_with_parts_that_store_another_half_is_refused(tmp_path):
     trainer.fit(make_model())
     ckpt = tmp_path / "proxies_only.ckpt"
     trainer.save_checkpoint(ckpt)
-    with pytest.raises(ValueError, match=r"keeps \(store_rows, store_proxies\)=\(False, True\), this run's keeps "
-                                         r"\(True, True\); resume with the same MemVir parts"):
+    with pytest.raises(ValueError, match=r"keeps \(store_rows, store_proxies\)=\(False, True\), this run needs "
+                                         r"\(True, True\): the half it lacks cannot be rebuilt"):
         quiet_trainer(max_epochs=3, callbacks=[memvir(parts="full")]).fit(make_model(), ckpt_path=ckpt)
 
 

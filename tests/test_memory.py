@@ -107,15 +107,19 @@ def test_a_memory_keeps_only_the_half_it_is_asked_to(store_rows, store_proxies):
 
 
 @pytest.mark.parametrize(("store_rows", "store_proxies"), ONE_HALF)
-def test_load_state_dict_with_another_half_stored_is_refused(store_rows, store_proxies):
-    a = VirtualClassMemory(2, 1)
-    push_step(a, 0)
+def test_a_memory_resumes_from_one_that_keeps_more_but_not_from_one_that_keeps_less(store_rows, store_proxies):
+    full = VirtualClassMemory(2, 1)
+    for t in range(4):
+        push_step(full, t)
     half = VirtualClassMemory(2, 1, store_rows=store_rows, store_proxies=store_proxies)
-    with pytest.raises(ValueError, match=rf"\(store_rows, store_proxies\)=\(True, True\), this run's keeps "
-                                         rf"\({store_rows}, {store_proxies}\); resume with the same MemVir parts"):
-        half.load_state_dict(a.state_dict())
-    with pytest.raises(ValueError, match=rf"\(store_rows, store_proxies\)=\({store_rows}, {store_proxies}\)"):
-        a.load_state_dict(half.state_dict())
+    half.load_state_dict(full.state_dict())  # the unused half is dropped
+    assert half.nbytes() < full.nbytes()
+    kept = [tuple(f if keep else None for f, keep in zip(item, (store_rows, store_rows, store_proxies), strict=True))
+            for item in recalled_values(full)]
+    assert recalled_values(half) == kept != []
+    with pytest.raises(ValueError, match=rf"\(store_rows, store_proxies\)=\({store_rows}, {store_proxies}\), this run "
+                                         r"needs \(True, True\): the half it lacks cannot be rebuilt"):
+        VirtualClassMemory(2, 1).load_state_dict(half.state_dict())
 
 
 def test_checkpoint_without_the_store_settings_loads_as_a_full_memory():
@@ -123,12 +127,13 @@ def test_checkpoint_without_the_store_settings_loads_as_a_full_memory():
     for t in range(4):
         push_step(a, t)
     state = a.state_dict()
-    del state["store_rows"], state["store_proxies"]  # as written before these settings existed
+    del state["store_rows"], state["store_proxies"]  # a state that names neither keeps both halves
     b = VirtualClassMemory(2, 1)
     b.load_state_dict(state)
     assert recalled_values(b) == recalled_values(a) != []
-    with pytest.raises(ValueError, match="store_rows, store_proxies"):
-        VirtualClassMemory(2, 1, store_rows=False).load_state_dict(state)
+    rows_only = VirtualClassMemory(2, 1, store_proxies=False)
+    rows_only.load_state_dict(state)
+    assert [item[2] for item in recalled_values(rows_only)] == [None, None]
 
 
 def test_load_state_dict_with_other_settings_says_what_differs():

@@ -1,4 +1,4 @@
-"""MemVir's rule (DESIGN.md section 1) against a reference written the most direct way."""
+"""MemVir's rule (the paper's curriculum of virtual classes) against a reference written the most direct way."""
 
 from __future__ import annotations
 

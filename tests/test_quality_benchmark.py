@@ -483,14 +483,20 @@ def test_settings_are_chosen_on_validation_and_time_to_the_baselines_target_is_r
                _curved(True, "virtual_proxies_masked-N3-M4", 0, [10, 11, 12, 13])]
     records += [_curved(False, "const", s, [18, 20, 21, 22 + s]) for s in (0, 1)]
     scores = stats.sweep_scores(stats.group(records), lambda a: "-N" in a)
-    assert [(s.setting, s.seeds, s.val_map_r[0], s.epochs) for s in scores] == [
-        ("virtual_proxies-N1-M4", (0,), pytest.approx(23.0), (30,)),
-        ("virtual_proxies-N3-M4", (0,), pytest.approx(24.0), (20,)),
-        ("virtual_proxies_masked-N3-M4", (0,), pytest.approx(13.0), (40,))]
-    assert stats.chosen_settings(scores) == {"norm_softmax/virtual_proxies-N3-M4",
-                                             "norm_softmax/virtual_proxies_masked-N3-M4"}
+    assert [(s.setting, s.budget, s.seeds, s.val_map_r[0], s.selected) for s in scores] == [
+        ("virtual_proxies-N1-M4", 40, (0,), pytest.approx(23.0), (30,)),
+        ("virtual_proxies-N3-M4", 40, (0,), pytest.approx(24.0), (20,)),
+        ("virtual_proxies_masked-N3-M4", 40, (0,), pytest.approx(13.0), (40,))]
+    assert stats.chosen_settings(scores) == {"norm_softmax/virtual_proxies-N3-M4/40",
+                                             "norm_softmax/virtual_proxies_masked-N3-M4/40"}
     rows = report.sweep_rows(scores, stats.chosen_settings(scores))[2:]
-    assert rows[1].endswith("| 0 | 24.00 | 54.00 | 20 | **yes** |") and rows[0].endswith("| 30 |  |")
+    assert rows[1].endswith("| 40 | 0 | 24.00 | 54.00 | 20 | **yes** |") and rows[0].endswith("| 30 |  |")
+    # each budget chooses on its own runs: at 80 epochs N1 wins
+    longer = [_curved(True, "virtual_proxies-N1-M4", 0, [20, 30], epochs=80),
+              _curved(True, "virtual_proxies-N3-M4", 0, [20, 25], epochs=80)]
+    assert stats.chosen_settings(stats.sweep_scores(stats.group(records + longer), lambda a: "-N" in a)) == {
+        "norm_softmax/virtual_proxies-N3-M4/40", "norm_softmax/virtual_proxies_masked-N3-M4/40",
+        "norm_softmax/virtual_proxies-N1-M4/80"}
     # target: 99 % of the const baseline's best val MAP@R (22 and 23: mean 22.5) = 22.275
     sooner = report.sooner_rows(stats.group(records), "const")[2:]
     n3 = next(r for r in sooner if "virtual_proxies-N3-M4 " in r)

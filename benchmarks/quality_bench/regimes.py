@@ -50,7 +50,7 @@ ABLATIONS = {
     "bf16": ["memvir.storage_dtype=bfloat16"],
     # memory rows weigh 1/N: the N memory blocks together weigh as much as the current batch
     "w0.2": ["memvir.memory_weight=0.2"],
-    # The official MemVir runs keep the lr constant (PAPER.md): with a decaying lr the stored
+    # The official MemVir runs keep the lr constant (the official repository's README): with a decaying lr the stored
     # proxies converge to the current ones, and each virtual class becomes a copy of a real one.
     "const": ["module.lr_schedule=constant"],
     # the converse for regimes that train at a constant lr (the emoji regime (iv))
@@ -181,7 +181,7 @@ EFFNET_EMOJI = ("model=efficientnet_lite0", "model.freeze_stages=4", "data.image
                 "data.m_per_class=null", "module.lr=1.0e-4")
 EMOJI_STEPS, EMOJI_EPOCHS = 40, 4
 EMOJI_FEW_STEPS, EMOJI_FEW_EPOCHS = 8, 20
-# The official CARS196 runs (PAPER.md): 63 steps per epoch (8,054 images / 128); the baseline
+# The official CARS196 runs (the official repository's README): 63 steps per epoch (8,054 images / 128); the baseline
 # trains 130 epochs with lr x0.1 after epoch 50; MemVir N=45, M=10 (Proxy-NCA N=20, M=25),
 # U=40 epochs (~1/3 of the baseline's budget, here of E).
 CARS_STEPS, CARS_EPOCHS = 63, 130
@@ -193,10 +193,10 @@ SOP_STEPS = 465
 # Regime (vi): the backbone frozen, only a linear head trains, on pooled features computed once
 # (data.cache_features): an epoch of the whole training split (66 batches of 128; the official
 # CARS196 runs' 63) takes seconds, so the paper's budgets fit. 128 px renderings (the emoji
-# render_size too). The official optimiser and budgets (PAPER.md): E = 130 epochs, the baseline
+# render_size too). The official optimiser and budgets (the official repository's README): E = 130 epochs, the baseline
 # with the official step decay (x0.1 after epoch 50) and, as the reference for MemVir's parts,
 # at MemVir's constant lr (`const`); MemVir at a constant lr with U = 40 epochs (the official
-# CARS196 warm-up) and our SOP experiment's N = 5 blocks spanning 1.1 epochs (M = 12), as (iv).
+# CARS196 warm-up) and our SOP experiment's N = 5 blocks spanning 1.1 epochs (M = 13), as (iv).
 FROZEN_STEPS = 66
 EFFNET_FROZEN = ("model=efficientnet_lite0", "model.freeze_stages=all", "data.cache_features=true",
                  "data.image_size=128", "data.options.render_size=128", "data.m_per_class=null",

@@ -97,20 +97,20 @@ def ablation_rows(groups: dict[tuple, list[dict]], ablation_baseline: str = "") 
 
 def sweep_rows(scores: Sequence[stats.SettingScore], chosen: set[str]) -> list[str]:
     """The settings sweep on validation only: each setting's selected-epoch val MAP@R and R@1."""
-    lines = ["| loss | setting | overrides | seeds | val MAP@R | val R@1 | selected epoch | chosen |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| loss | setting | overrides | epochs | seeds | val MAP@R | val R@1 | selected epoch | chosen |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for s in scores:
-        mark = "**yes**" if f"{s.loss}/{s.setting}" in chosen else ""
+        mark = "**yes**" if s.run_key in chosen else ""
         lines.append(f"| {LABELS.get(s.loss, s.loss)} | {s.setting} | `{' '.join(ablation_overrides(s.setting))}` | "
-                     f"{','.join(map(str, s.seeds))} | {fmt(*s.val_map_r)} | {fmt(*s.val_recall_1)} | "
-                     f"{','.join(map(str, s.epochs))} | {mark} |")
+                     f"{s.budget} | {','.join(map(str, s.seeds))} | {fmt(*s.val_map_r)} | {fmt(*s.val_recall_1)} | "
+                     f"{','.join(map(str, s.selected))} | {mark} |")
     return lines
 
 
 def sooner_rows(groups: dict[tuple, list[dict]], reference: str = "", share: float = 0.99) -> list[str]:
-    """Per loss: the epochs and CPU minutes each arm needs to reach ``share`` of the best
+    """Per loss: the epochs and fitting minutes each arm needs to reach ``share`` of the best
     validation MAP@R of the baseline ``reference`` (the longest run of it; mean over seeds)."""
-    lines = ["| loss | arm | epochs | target val MAP@R | runs reaching it | epochs to reach | CPU minutes to reach "
+    lines = ["| loss | arm | epochs | target val MAP@R | runs reaching it | epochs to reach | minutes to reach "
              "| best val MAP@R |", "|---|---|---|---|---|---|---|---|"]
     for loss in sorted({k[0] for k in groups if k[0] != ZERO_SHOT}):
         refs = sorted((k for k in groups if k[0] == loss and not k[1] and k[2] == reference), key=lambda k: k[3])
@@ -316,7 +316,7 @@ def write_report(regime_name: str, regime: Regime, cache_dir: Path, out_dir: Pat
     scores = stats.sweep_scores(stats.group(records), is_setting)
     chosen = stats.chosen_settings(scores)
     # the settings not chosen on validation stay out of every test table
-    records = [r for r in records if not is_setting(r["ablation"]) or f"{r['loss']}/{r['ablation']}" in chosen]
+    records = [r for r in records if not is_setting(r["ablation"]) or stats.run_key(r) in chosen]
     groups = stats.group(records)
     out_dir.mkdir(parents=True, exist_ok=True)
     plot = out_dir / f"quality_{regime_name}_val_recall.png"
@@ -373,7 +373,9 @@ def write_report(regime_name: str, regime: Regime, cache_dir: Path, out_dir: Pat
     sooner = sooner_rows(groups, reference)
     if len(sooner) > 2:
         lines += ["## Better, or sooner?", "",
-                  f"Epochs and CPU minutes (a run's time pro rata of its epochs) each arm needs to reach 99 % of"
+                  f"Epochs and minutes of fitting (one thread, wall clock from the start of training, evaluations"
+                  " included; a run without an epoch clock: its whole time pro rata of its epochs) each arm needs"
+                  " to reach 99 % of"
                   f" the best validation MAP@R of the baseline{f' `{reference}`' if reference else ''} (its longest"
                   " run, mean over seeds); mean ± std over the runs that reach it.", "", *sooner, ""]
     lines += audit_section(records, regime.long_factor)

@@ -18,10 +18,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from quality_bench.clock import EpochClock, read_clock
 from quality_bench.grid import RunSpec
 from quality_bench.regimes import TEST_DURING_FIT, ZERO_SHOT, Regime
 
 REPO = Path(__file__).resolve().parents[2]
+#: the file a run's EpochClock writes in its run directory
+CLOCK_FILE = "epoch_seconds.json"
 
 
 def repo_relative(path: str | Path) -> str:
@@ -81,7 +84,10 @@ def run_one(spec: RunSpec, regime: Regime, work_dir: Path, cache_dir: Path, comm
     run_dir = work_dir / spec.name
     shutil.rmtree(run_dir, ignore_errors=True)  # a run killed before it finished starts afresh
     overrides = spec.overrides(regime)
-    cfg = compose_config([*overrides, *machine_overrides(work_dir)], run_dir)
+    clock = run_dir / CLOCK_FILE
+    timing = [] if spec.loss == ZERO_SHOT else [f"+callbacks.epoch_clock._target_={EpochClock.__module__}.EpochClock",
+                                               f"+callbacks.epoch_clock.path={clock}"]
+    cfg = compose_config([*overrides, *machine_overrides(work_dir), *timing], run_dir)
     check_steps_per_epoch(cfg, regime)
     start = time.perf_counter()
     if spec.loss == ZERO_SHOT:
@@ -101,7 +107,8 @@ def run_one(spec: RunSpec, regime: Regime, work_dir: Path, cache_dir: Path, comm
         "seconds": round(time.perf_counter() - start, 1), "best": metrics["best"],
         "test": metrics["test"],
         "test_checkpoint": repo_relative(checkpoint) if checkpoint and checkpoint != "final weights" else checkpoint,
-        "val_curve": val_curve, "test_curve": test_curve, "run_dir": repo_relative(run_dir), "command": command,
+        "val_curve": val_curve, "test_curve": test_curve, "epoch_seconds": read_clock(clock),
+        "run_dir": repo_relative(run_dir), "command": command,
     }
     cache_dir.mkdir(parents=True, exist_ok=True)
     (cache_dir / f"{spec.name}.json").write_text(json.dumps(record, indent=1))

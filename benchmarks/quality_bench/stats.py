@@ -175,27 +175,33 @@ class SettingScore(NamedTuple):
 
     loss: str
     setting: str
+    budget: int  # the runs' epochs
     seeds: tuple[int, ...]
     val_map_r: tuple[float, float]  # mean, std over seeds, of the selected epoch's val MAP@R (%)
     val_recall_1: tuple[float, float]
-    epochs: tuple[int, ...]  # the selected epoch of each seed
+    selected: tuple[int, ...]  # the selected epoch of each seed
+
+    @property
+    def run_key(self) -> str:
+        """``loss/setting/epochs``: the runs this score stands for (see :func:`run_key`)."""
+        return f"{self.loss}/{self.setting}/{self.budget}"
 
 
 def sweep_scores(groups: dict[tuple, list[dict]], is_setting: Callable[[str], bool]) -> list[SettingScore]:
-    """Every swept setting (MemVir ablations that ``is_setting``) of each loss and part, scored
-    on validation only, on the seeds that all settings of that loss and part have."""
+    """Every swept setting (MemVir ablations that ``is_setting``) of each loss, part and budget,
+    scored on validation only, on the seeds that all settings of that loss, part and budget have."""
     by_part: dict[tuple[str, str, int], dict[str, list[dict]]] = {}
     for (loss, memvir, ablation, epochs), rs in groups.items():
         if memvir and is_setting(ablation):
             by_part.setdefault((loss, ablation.split("-")[0], epochs), {})[ablation] = rs
     scores = []
-    for (loss, _, _), settings in sorted(by_part.items()):
+    for (loss, _, budget), settings in sorted(by_part.items()):
         shared = set.intersection(*({r["seed"] for r in rs} for rs in settings.values()))
         for setting, rs in sorted(settings.items()):
             runs = sorted((r for r in rs if r["seed"] in shared), key=lambda r: r["seed"])
             if runs:
                 scores.append(SettingScore(
-                    loss, setting, tuple(r["seed"] for r in runs),
+                    loss, setting, budget, tuple(r["seed"] for r in runs),
                     mean_std([100 * r["best"]["val/map@r"] for r in runs]),
                     mean_std([100 * r["best"]["val/recall@1"] for r in runs]),
                     tuple(int(r["best"]["epoch"]) for r in runs)))
@@ -203,13 +209,19 @@ def sweep_scores(groups: dict[tuple, list[dict]], is_setting: Callable[[str], bo
 
 
 def chosen_settings(scores: Sequence[SettingScore]) -> set[str]:
-    """Per loss and part, the setting of the highest mean validation MAP@R."""
-    best: dict[tuple[str, str], SettingScore] = {}
+    """Per loss, part and budget, the :attr:`~SettingScore.run_key` of the setting of the highest
+    mean validation MAP@R."""
+    best: dict[tuple[str, str, int], SettingScore] = {}
     for s in scores:
-        key = (s.loss, s.setting.split("-")[0])
+        key = (s.loss, s.setting.split("-")[0], s.budget)
         if key not in best or s.val_map_r[0] > best[key].val_map_r[0]:
             best[key] = s
-    return {f"{s.loss}/{s.setting}" for s in best.values()}
+    return {s.run_key for s in best.values()}
+
+
+def run_key(record: dict) -> str:
+    """``loss/ablation/epochs`` of a record, as :attr:`SettingScore.run_key`."""
+    return f"{record['loss']}/{record['ablation']}/{record['epochs']}"
 
 
 # ---------------------------------------------------------------------------- better, or sooner?
@@ -218,18 +230,25 @@ def epochs_to_reach(record: dict, target: float, key: str = "val/map@r") -> int 
     return next((row["epoch"] for row in record["val_curve"] if 100 * row.get(key, -math.inf) >= target), None)
 
 
+def fit_minutes(record: dict, epoch: int) -> float:
+    """Minutes a run spent fitting up to the end of ``epoch``: its :class:`~quality_bench.clock.EpochClock`
+    reading, or, for a run without one, its whole time pro rata of its epochs."""
+    clock = {row["epoch"]: row["seconds"] for row in record.get("epoch_seconds", [])}
+    return (clock[epoch] if epoch in clock else record["seconds"] * epoch / record["epochs"]) / 60
+
+
 class TimeToTarget(NamedTuple):
     """How soon the runs of one arm reach a validation target."""
 
     reached: int  # runs that reached it
     runs: int
     epochs: tuple[float, float]  # mean, std over the runs that reached it
-    minutes: tuple[float, float]  # CPU minutes to that epoch: the run's seconds x epoch / epochs
+    minutes: tuple[float, float]  # fitting minutes to that epoch (:func:`fit_minutes`)
 
 
 def time_to_target(records: Sequence[dict], target: float, key: str = "val/map@r") -> TimeToTarget:
-    """Epochs and CPU minutes each run needs to reach ``target`` (minutes pro rata of the run's time)."""
-    hits = [(epoch, r["seconds"] * epoch / r["epochs"] / 60) for r in records
+    """Epochs and fitting minutes each run needs to reach ``target``."""
+    hits = [(epoch, fit_minutes(r, epoch)) for r in records
             if (epoch := epochs_to_reach(r, target, key)) is not None]
     nan = (math.nan, math.nan)
     return TimeToTarget(len(hits), len(records), mean_std([h[0] for h in hits]) if hits else nan,

@@ -250,7 +250,9 @@ class VirtualClassMemory:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict` output; settings must match this memory's."""
+        """Restore :meth:`state_dict` output; N, M, the proxy mode and the storage dtype must match this
+        memory's, and the checkpoint must keep every half this memory stores (a half it keeps beyond
+        those, e.g. the rows of a full memory resumed under ``parts="virtual_proxies"``, is dropped)."""
         saved = (state["num_steps"], state["step_gap"], state["proxy_mode"])
         if saved != (self.num_steps, self.step_gap, self.proxy_mode):
             raise ValueError(
@@ -264,19 +266,20 @@ class VirtualClassMemory:
                 f"this run uses storage_dtype={_dtype_name(self.storage_dtype)} (None = the proxies' dtype); "
                 "resume with the checkpoint's storage_dtype, or start a new run."
             )
-        # checkpoints written without these two settings stored both halves
+        # a state without these two settings keeps both halves
         stored = (state.get("store_rows", True), state.get("store_proxies", True))
-        if stored != (self.store_rows, self.store_proxies):
+        if (self.store_rows and not stored[0]) or (self.store_proxies and not stored[1]):
             raise ValueError(
                 f"VirtualClassMemory: the checkpoint's memory keeps (store_rows, store_proxies)={stored}, this "
-                f"run's keeps {(self.store_rows, self.store_proxies)}; resume with the same MemVir parts "
-                "(MemVirCallback sets both from `parts`), or start a new run."
+                f"run needs {(self.store_rows, self.store_proxies)}: the half it lacks cannot be rebuilt. Resume "
+                "with the same MemVir parts (MemVirCallback sets both from `parts`), or start a new run."
             )
         self.pushes = int(state["pushes"])
         self._sizes = [int(s) for s in state["sizes"]]
-        self._embeddings = state["embeddings"]
-        self._labels = state["labels"]
-        self._proxies = state["proxies"]
+        # a half the checkpoint keeps but this memory does not use is dropped
+        self._embeddings = state["embeddings"] if self.store_rows else None
+        self._labels = state["labels"] if self.store_rows else None
+        self._proxies = state["proxies"] if self.store_proxies else None
 
     # ------------------------------------------------------------------ internals
     def _proxy_slot(self, step: int) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -50,6 +52,7 @@ EMOJI_DEFAULTS: Mapping[str, Any] = {
     "train_classes": None,
     "cache_dir": None,
 }
+log = logging.getLogger(__name__)
 #: Options of the data sets built in memory from local files (the others take none).
 RENDERED_DEFAULTS: Mapping[str, Mapping[str, Any]] = {"glyphs": GLYPH_DEFAULTS, "emoji": EMOJI_DEFAULTS}
 
@@ -269,10 +272,13 @@ class DMLDataModule(pl.LightningDataModule):
             )
         self._backbone = model
         self._features.clear()
+        log.info("data.cache_features: training on the pooled features of the evaluation transform, "
+                 "without augmentation")
 
     def split_features(self, name: str) -> torch.Tensor:
         """(N, F) float32 pooled features of split ``name``: from the cache, else computed (on the
-        trainer's device when a trainer is attached) and cached."""
+        trainer's device when a trainer is attached) and cached. Under DDP the first process
+        computes and saves them while the others wait, then read the file."""
         if name in self._features:
             return self._features[name]
         model = self._backbone
@@ -283,34 +289,42 @@ class DMLDataModule(pl.LightningDataModule):
             )
         split = self.split(name)
         images = self._image_dataset(split, train=False)
+        strategy = self.trainer.strategy if self.trainer is not None else None
+        device = strategy.root_device if strategy is not None else torch.device("cpu")
         key = {
             "backbone": module_digest(model.backbone),
             "pooling": repr(model.pool),
             "dataset": self.dataset,
-            "split": name,
             "content": self._split_digest(split),
             "image_size": self.image_size,
             "transform": self.transform,
+            "device": device.type,  # kernels differ in the last bits between device types
         }
-        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
 
         def compute() -> torch.Tensor:
-            was_device = next(model.parameters()).device
+            was_device, was_training = next(model.parameters()).device, model.training
             model.to(device).eval()
             try:
-                return extract_features(model.features, images, self.eval_batch_size, device)
+                return extract_features(model.features, images, self.eval_batch_size, device, **self._loader_kwargs())
             finally:
-                model.to(was_device)
+                model.to(was_device).train(was_training)
 
-        self._features[name] = cached_features(self.feature_cache_dir, key, compute, len(split.labels))
+        def load() -> torch.Tensor:
+            return cached_features(self.feature_cache_dir, key, compute, len(split.labels))
+
+        if strategy is not None and strategy.world_size > 1 and self.feature_cache_dir is not None:
+            if strategy.is_global_zero:
+                load()
+            strategy.barrier("memvir_pl_features")
+        self._features[name] = load()
         return self._features[name]
 
-    @staticmethod
-    def _split_digest(split: ImageList | GlyphSplit | EmojiSplit) -> str:
-        """A digest of a split's content: its pixels (rendered sets) or its files' paths, sizes and times."""
+    def _split_digest(self, split: ImageList | GlyphSplit | EmojiSplit) -> str:
+        """A digest of a split's content: its pixels (rendered sets), or its files' paths (relative
+        to ``root``, so a moved data folder keeps its cache) and sizes."""
         if isinstance(split, ImageList):
-            stats = [(st.st_size, st.st_mtime_ns) for st in (Path(p).stat() for p in split.paths)]
-            return array_digest(list(split.paths), split.labels, split.is_query, stats)
+            paths = [os.path.relpath(p, self.root) if self.root else p for p in split.paths]
+            return array_digest(paths, split.labels, split.is_query, [Path(p).stat().st_size for p in split.paths])
         return array_digest(split.images, split.labels)
 
     def _world(self) -> tuple[int, int]:

@@ -73,18 +73,21 @@ def extract_features(
     dataset: Dataset,
     batch_size: int = 256,
     device: torch.device | str = "cpu",
+    **loader_kwargs: Any,
 ) -> Tensor:
     """``extractor(images)`` (B, F) of every item of ``dataset`` in order: (N, F) float32 on the CPU.
 
-    The loader has its own generator, so torch's global RNG is left as it was.
+    The loader (``loader_kwargs``: e.g. ``num_workers``) has its own generator, so torch's global
+    RNG is left as it was.
     """
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, generator=torch.Generator())
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, generator=torch.Generator(), **loader_kwargs)
     out = []
     with torch.inference_mode():
         for batch in loader:
             out.append(extractor(batch["image"].to(device)).float().cpu())
     if not out:
-        raise ValueError("extract_features: the dataset is empty")
+        raise ValueError("extract_features: the split has no images; check the data set's files and options "
+                         "(every split needs at least one image)")
     return torch.cat(out)
 
 
