@@ -98,3 +98,26 @@ def test_a_stale_cache_file_is_named_in_the_error(tmp_path):
     cached_features(tmp_path, key, lambda: torch.zeros(3, 2), expected_rows=3)
     with pytest.raises(ValueError, match=r"do not match the split's 4 images; delete the stale cache file"):
         cached_features(tmp_path, key, lambda: torch.zeros(4, 2), expected_rows=4)
+
+
+def test_the_cache_key_names_everything_the_features_depend_on(tmp_path, monkeypatch):
+    from memvir_pl.data import DMLDataModule
+
+    keys = []
+    monkeypatch.setattr("memvir_pl.data.datamodule.cached_features",
+                        lambda folder, key, compute, rows: keys.append(key) or torch.zeros(rows, 4))
+    chars = {"chars": "ABCDEFGHIJKLMNOPQRSTUVWXYZ", "cache_dir": str(tmp_path)}
+
+    def key(image_size=32, pooling="gap", seed=0, split="val"):
+        torch.manual_seed(seed)
+        data = DMLDataModule("glyphs", image_size=image_size, options=chars, cache_features=True)
+        data.use_backbone(EmbeddingNet("small_cnn", embedding_dim=8, pooling=pooling, freeze_stages="all"))
+        data.split_features(split)
+        return keys[-1]
+
+    base = key()
+    assert base == key()  # the same backbone weights and data: the same file
+    assert key(split="test")["content"] != base["content"]
+    for changed in (key(image_size=24), key(pooling="gmp"), key(seed=1)):
+        assert changed != base
+    assert {k for k in base} == {"backbone", "pooling", "dataset", "content", "image_size", "transform", "device"}
