@@ -276,3 +276,26 @@ def test_sigusr1_in_a_slurm_job_checkpoints_then_requeues(tmp_path, monkeypatch,
         assert handled == [signal.SIGUSR1] and not calls.exists()
     else:
         assert calls.read_text().split() == ["requeue", "4242"]
+
+
+def test_sigterm_while_testing_leaves_last_ckpt_as_fitting_wrote_it(tmp_path, monkeypatch):
+    """trainer.test runs on the best checkpoint's weights: a signal there must not save them as last.ckpt."""
+    import pytorch_lightning as pl
+
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    written_by_fit: list[bytes] = []
+    original_test = pl.Trainer.test
+
+    def test_after_copying_last(trainer, *args, **kwargs):
+        written_by_fit.append(last.read_bytes())
+        return original_test(trainer, *args, **kwargs)
+
+    monkeypatch.setattr(pl.Trainer, "test", test_after_copying_last)
+    cfg = compose_config([*SOAK, "trainer.max_epochs=1", "+callbacks.kill._target_=tests.preemption_helpers.SignalAt",
+                          "+callbacks.kill.point=test:0:0", f"+callbacks.kill.signum={int(signal.SIGTERM)}"],
+                         tmp_path / "run")
+    with pytest.raises(SystemExit) as stopped:
+        train(cfg)
+    assert stopped.value.code == EXIT_RESUMABLE
+    assert len(written_by_fit) == 1 and last.read_bytes() == written_by_fit[0]
+    assert not (tmp_path / "run" / "metrics.json").exists()

@@ -6,7 +6,8 @@
   boundary, Lightning's loops raise ``SIGTERMException`` there, and the checkpoint is written in
   ``on_exception`` (as Lightning's ``OnExceptionCheckpoint`` does). Under SLURM it requeues the
   job (``scontrol requeue``) after the checkpoint; a signal handler installed before the run
-  (e.g. submitit's) is called after the checkpoint instead.
+  (e.g. submitit's) is called after the checkpoint instead. Only fitting writes a checkpoint: a
+  signal while testing, validating or predicting leaves ``last.ckpt`` as it is.
 - The checkpoint holds the global RNG states (torch, CUDA, numpy, random); the datamodule saves
   the position inside the epoch (:func:`train_position`), and the batch samplers of
   :mod:`memvir_pl.data.sampler` skip the batches already done.
@@ -37,6 +38,7 @@ import torch
 from fsspec.implementations.local import LocalFileSystem
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning_fabric.utilities.cloud_io import get_filesystem
+from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 #: Exit status of a run stopped by a signal after writing its checkpoint: "stopped, resumable"
@@ -300,6 +302,16 @@ class PreemptionCheckpoint(pl.Callback):
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         if not isinstance(exception, SIGTERMException):
             self._restore_handlers()
+            return
+        if trainer.state.fn != TrainerFn.FITTING:
+            # testing, validating or predicting: the weights in memory are those of the evaluated
+            # checkpoint, not the training state, so last.ckpt is left as it is
+            self._restore_handlers()
+            exception.code = EXIT_RESUMABLE
+            if trainer.is_global_zero:
+                print(f"memvir_pl: stopped by a signal while {trainer.state.fn.value}; {self.ckpt_path} is left "
+                      f"unchanged; exiting with status {EXIT_RESUMABLE}: run again with ckpt_path={self.ckpt_path} "
+                      "to repeat that stage", file=sys.stderr, flush=True)
             return
         trainer.save_checkpoint(self.ckpt_path)
         exception.code = EXIT_RESUMABLE
