@@ -299,3 +299,15 @@ def test_sigterm_while_testing_leaves_last_ckpt_as_fitting_wrote_it(tmp_path, mo
     assert stopped.value.code == EXIT_RESUMABLE
     assert len(written_by_fit) == 1 and last.read_bytes() == written_by_fit[0]
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o002, 0o664)])
+def test_checkpoints_get_an_ordinary_files_mode_under_the_umask(tmp_path, umask, mode):
+    before = os.umask(umask)
+    try:
+        atomic_torch_save({"w": torch.ones(3)}, tmp_path / "last.ckpt")
+        atomic_torch_save({"w": torch.zeros(3)}, tmp_path / "last.ckpt")  # replacing an existing file too
+        (tmp_path / "plain").write_bytes(b"")
+    finally:
+        os.umask(before)
+    assert (tmp_path / "last.ckpt").stat().st_mode & 0o777 == mode == (tmp_path / "plain").stat().st_mode & 0o777

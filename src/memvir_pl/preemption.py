@@ -92,17 +92,35 @@ class CorruptCheckpointError(ValueError):
     """A checkpoint file that is truncated or damaged."""
 
 
+def current_umask() -> int:
+    """The process's file-mode creation mask (e.g. ``0o022``), read without changing it where the
+    system reports it (Linux ``/proc/self/status``)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore it
+    os.umask(mask)
+    return mask
+
+
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """``torch.save(obj, path)`` that never leaves a partial ``path``: write a temporary file in the
     same directory, fsync it, ``os.replace`` it over ``path``, fsync the directory. A kill at any
     moment leaves either the old file or the new one (and at worst a stray ``.NAME.*.tmp``,
-    removed by the next save)."""
+    removed by the next save). The file gets the mode an ordinary new file gets under the
+    process's umask (``0o644`` under ``022``, ``0o664`` under ``002``), so that a shared group
+    can read it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a writer that was killed
         stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes it owner-only; give it an ordinary file's mode
         with os.fdopen(fd, "wb") as file:
             torch.save(obj, file)
             file.flush()
