@@ -311,3 +311,19 @@ def test_checkpoints_get_an_ordinary_files_mode_under_the_umask(tmp_path, umask,
     finally:
         os.umask(before)
     assert (tmp_path / "last.ckpt").stat().st_mode & 0o777 == mode == (tmp_path / "plain").stat().st_mode & 0o777
+
+
+def test_a_failed_or_missing_scontrol_warns_with_its_output(tmp_path, monkeypatch):
+    from memvir_pl.preemption import requeue_slurm_job
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text("#!/bin/sh\necho 'scontrol: error: Requeue of job 4242 not allowed' >&2\nexit 1\n")
+    (bin_dir / "scontrol").chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    with pytest.warns(UserWarning, match=r"scontrol requeue 4242` failed with status 1: scontrol: error: Requeue "
+                                         r"of job 4242 not allowed\..*resubmit"):
+        assert requeue_slurm_job("4242") == 1
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.warns(UserWarning, match=r"could not requeue SLURM job 4242: scontrol could not be run"):
+        assert requeue_slurm_job("4242") == 127

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import warnings
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -214,9 +215,26 @@ def slurm_job_id() -> str | None:
 
 
 def requeue_slurm_job(job_id: str) -> int:
-    """``scontrol requeue JOB`` (as Lightning's SLURM auto-requeue does); its exit status."""
+    """``scontrol requeue JOB`` (as Lightning's SLURM auto-requeue does); its exit status (127 when
+    ``scontrol`` is not found).
+
+    It runs after the checkpoint is written, so a failure only warns (with scontrol's output): the
+    checkpoint stays valid and the job can be resubmitted by hand with ``ckpt_path=<last.ckpt>``.
+    """
     print(f"memvir_pl: requeueing SLURM job {job_id}", file=sys.stderr, flush=True)
-    return subprocess.call(["scontrol", "requeue", job_id])
+    advice = ("the checkpoint is written; resubmit the job by hand (same run directory, or "
+              "ckpt_path=<run>/checkpoints/last.ckpt) to continue")
+    try:
+        result = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True)
+    except OSError as error:
+        warnings.warn(f"memvir_pl: could not requeue SLURM job {job_id}: scontrol could not be run ({error}); "
+                      f"expected SLURM's scontrol on PATH. {advice}.", stacklevel=2)
+        return 127
+    if result.returncode != 0:
+        output = (result.stdout + result.stderr).strip() or "no output"
+        warnings.warn(f"memvir_pl: `scontrol requeue {job_id}` failed with status {result.returncode}: {output}. "
+                      f"Was the job submitted with --requeue? {advice}.", stacklevel=2)
+    return result.returncode
 
 
 class PreemptionCheckpoint(pl.Callback):
