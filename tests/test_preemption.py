@@ -106,12 +106,17 @@ def test_truncated_or_damaged_checkpoint_is_named(tmp_path):
     assert resume_checkpoint(None, good) is None
 
 
-def test_train_refuses_a_truncated_checkpoint_before_training(tmp_path):
+def test_train_refuses_a_truncated_checkpoint_before_training(tmp_path, monkeypatch):
     truncated = tmp_path / "cut.ckpt"
     _small_checkpoint(tmp_path / "whole.ckpt")
     data = (tmp_path / "whole.ckpt").read_bytes()
     truncated.write_bytes(data[:100])
     cfg = compose_config([*SOAK, f"ckpt_path={truncated}"], tmp_path / "run")
+
+    def build_run(cfg):
+        raise AssertionError("data and model were built before the checkpoint was checked")
+
+    monkeypatch.setattr("memvir_pl.train.build_run", build_run)
     with pytest.raises(CorruptCheckpointError, match=str(truncated)):
         train(cfg)
 
