@@ -332,3 +332,36 @@ def test_a_failed_or_missing_scontrol_warns_with_its_output(tmp_path, monkeypatc
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     with pytest.warns(UserWarning, match=r"could not requeue SLURM job 4242: scontrol could not be run"):
         assert requeue_slurm_job("4242") == 127
+
+
+def test_auto_resume_refuses_a_last_ckpt_of_another_training_configuration(tmp_path, monkeypatch):
+    """A fixed run directory reused with another config: ckpt_path=auto must not continue that run."""
+    from omegaconf import OmegaConf
+
+    from memvir_pl.checkpoint import ResumeConfigError
+
+    run = tmp_path / "run"
+    written = compose_config(SOAK, run)
+    (run / "checkpoints").mkdir(parents=True)
+    torch.save({"memvir_pl_config": OmegaConf.to_container(written, resolve=True)}, run / "checkpoints" / "last.ckpt")
+
+    class Built(Exception):
+        pass
+
+    def build_run(cfg):
+        raise Built
+
+    monkeypatch.setattr("memvir_pl.train.build_run", build_run)
+    changed = compose_config([*SOAK, "seed=4", "module.lr=0.01", "data.num_workers=1"], run)
+    with pytest.raises(ResumeConfigError) as refused:
+        train(changed)
+    message = str(refused.value)
+    assert "module.lr: 0.001 in the checkpoint, 0.01 now" in message and "seed: 3 in the checkpoint, 4 now" in message
+    assert "data.seed: 3 in the checkpoint, 4 now" in message  # the interpolated copy too
+    assert "num_workers" not in message  # where data is read from does not change training
+    assert f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}" in message
+    # the same training config (other loaders, another logger) resumes; so does the explicit path
+    for overrides in (["data.num_workers=1", "logger=none"],
+                      ["seed=4", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"]):
+        with pytest.raises(Built):
+            train(compose_config([*SOAK, *overrides], run))
