@@ -365,3 +365,29 @@ def test_auto_resume_refuses_a_last_ckpt_of_another_training_configuration(tmp_p
                       ["seed=4", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"]):
         with pytest.raises(Built):
             train(compose_config([*SOAK, *overrides], run))
+
+
+def test_sigterm_mid_accumulation_stops_after_the_step_and_resumes_exactly(tmp_path):
+    """accumulate_grad_batches=2: a SIGTERM on the first batch of a step (batch 3 of the epoch) stops after the
+    step's second batch, where the checkpoint holds everything; the resumed run ends as an uninterrupted one."""
+    accumulate = [*SOAK, "trainer.max_epochs=1", "+trainer.accumulate_grad_batches=2", "test=false"]
+    train(compose_config(accumulate, tmp_path / "reference"))
+    with pytest.raises(SystemExit) as stopped:
+        train(compose_config([*accumulate, "+callbacks.kill._target_=tests.preemption_helpers.SignalAt",
+                              "+callbacks.kill.point=batch_start:0:2", f"+callbacks.kill.signum={int(signal.SIGTERM)}"],
+                             tmp_path / "killed"))
+    assert stopped.value.code == EXIT_RESUMABLE
+    last = tmp_path / "killed" / "checkpoints" / "last.ckpt"
+    at_signal = torch.load(last, weights_only=True)
+    assert at_signal["global_step"] == 2  # batches 0-1 and 2-3 are the first two optimiser steps
+    assert at_signal["DMLDataModule"]["train_position"] == {"epoch": 0, "batches_done": 4}
+    train(compose_config([*accumulate, f"ckpt_path={last}"], tmp_path / "killed"))
+
+    def final(run: str) -> dict:
+        checkpoint = torch.load(tmp_path / run / "checkpoints" / "last.ckpt", weights_only=True)
+        return {"params": checkpoint["state_dict"], "optimizer": checkpoint["optimizer_states"],
+                "memory": checkpoint["callbacks"]["MemVirCallback"]["memory"], "step": checkpoint["global_step"]}
+
+    expected = final("reference")
+    assert expected["step"] == STEPS_PER_EPOCH // 2
+    _assert_same(final("killed"), expected, "accumulated")

@@ -206,6 +206,13 @@ def _request_stop(trainer: pl.Trainer, stop: bool = True) -> None:
     trainer._signal_connector.received_sigterm = stop
 
 
+def _at_optimizer_step(trainer: pl.Trainer) -> bool:
+    """Whether the training batch just done ended an optimiser step (with gradient accumulation,
+    the batches before the last of a step only add to the gradients, which a checkpoint does not
+    hold: the run stops after the step's last batch instead)."""
+    return not trainer.fit_loop.epoch_loop._should_accumulate()
+
+
 def slurm_job_id() -> str | None:
     """The SLURM job to requeue (``ARRAYJOB_TASK`` for array jobs), ``None`` outside SLURM."""
     array_job = os.environ.get("SLURM_ARRAY_JOB_ID")
@@ -241,8 +248,8 @@ class PreemptionCheckpoint(pl.Callback):
     """Checkpoint and exit on SIGTERM / SIGUSR1 after the current optimiser step; resume exactly.
 
     While training runs, each signal in ``signals`` is deferred to the next step boundary (after the
-    optimiser step of the batch in progress; after validation when one is in progress or due at
-    that batch). There Lightning raises ``SIGTERMException``; this callback then writes
+    optimiser step of the batch in progress, or with ``accumulate_grad_batches`` > 1 of the last
+    batch of the step in progress; after validation when one is in progress or due at that batch). There Lightning raises ``SIGTERMException``; this callback then writes
     ``dirpath/filename.ckpt`` (model, optimiser, schedulers, loops with the batch position and the
     loggers' step, callbacks with the MemVir memory, datamodule with the sampler position, and the
     RNG states), and the process exits with :data:`EXIT_RESUMABLE` (75). Resume with
@@ -317,7 +324,7 @@ class PreemptionCheckpoint(pl.Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        if self.received is not None:
+        if self.received is not None and _at_optimizer_step(trainer):
             _request_stop(trainer)
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -325,7 +332,7 @@ class PreemptionCheckpoint(pl.Callback):
             _request_stop(trainer, False)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.received is not None and not trainer.sanity_checking:
+        if self.received is not None and not trainer.sanity_checking and _at_optimizer_step(trainer):
             _request_stop(trainer)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
