@@ -259,6 +259,9 @@ class PreemptionCheckpoint(pl.Callback):
     submitit's requeue handler) is called; otherwise, inside a SLURM job and for a signal in
     ``requeue_signals``, the job is requeued with ``scontrol requeue``.
 
+    A signal while testing, validating or predicting writes nothing (the module then holds the
+    evaluated weights, not the training state) and exits with 75 too.
+
     Every checkpoint also stores the global RNG states, restored on load.
 
     Args:
@@ -352,7 +355,7 @@ class PreemptionCheckpoint(pl.Callback):
             self._restore_handlers()
             exception.code = EXIT_RESUMABLE
             if trainer.is_global_zero:
-                print(f"memvir_pl: stopped by a signal while {trainer.state.fn.value}; {self.ckpt_path} is left "
+                print(f"memvir_pl: stopped by a signal during trainer.{trainer.state.fn.value}; {self.ckpt_path} is left "
                       f"unchanged; exiting with status {EXIT_RESUMABLE}: run again with ckpt_path={self.ckpt_path} "
                       "to repeat that stage", file=sys.stderr, flush=True)
             return
