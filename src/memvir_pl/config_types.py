@@ -30,7 +30,9 @@ class ConfigTypeError(ValueError):
 def check_config_types(cfg: DictConfig, groups: Sequence[str] = CHECKED_GROUPS) -> None:
     """Raise :class:`ConfigTypeError` for the first value of ``cfg[group]`` that does not fit
     the type hint of the argument it is passed to, or whose key the object does not take
-    (groups without ``_target_`` are skipped); the entries of ``callbacks`` and ``logger`` too."""
+    (groups without ``_target_`` are skipped); the entries of ``callbacks`` and ``logger`` too.
+    A whole-number float given for an integer argument (``trainer.max_epochs=2.0``) is replaced
+    by the integer in ``cfg``."""
     for group in groups:
         node = cfg.get(group)
         if isinstance(node, DictConfig) and "_target_" in node:
@@ -64,6 +66,9 @@ def check_node_types(node: DictConfig, path: str) -> None:
         if key not in hints:
             continue
         value = node[key]
+        if isinstance(value, float) and fits(value, hints[key]) and not fits(value, hints[key], whole_floats=False):
+            node[key] = int(value)  # a whole-number float for an integer argument: passed as that integer
+            continue
         if not fits(value, hints[key]):
             example = defaults.get(key, inspect.Parameter.empty)
             fix = f"e.g. {path}.{key}={_as_override(example)}" if example is not inspect.Parameter.empty else (
@@ -111,16 +116,17 @@ def argument_defaults(target: Any) -> dict[str, Any] | None:
             and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)}
 
 
-def fits(value: Any, hint: Any) -> bool:
+def fits(value: Any, hint: Any, whole_floats: bool = True) -> bool:
     """Whether a config value can be passed for an argument hinted ``hint``.
 
-    Checked: int (not bool; whole-number floats such as ``2.0`` too), float (ints too), bool,
-    str, None, unions, Literal and sequences of those; any other hint (a tensor type, a module,
-    ``Any``) is accepted unchecked.
+    Checked: int (not bool; with ``whole_floats`` a whole-number float such as ``2.0`` too, which
+    :func:`check_node_types` then passes as the integer; not inside lists), float (ints too),
+    bool, str, None, unions, Literal and sequences of those; any other hint (a tensor type, a
+    module, ``Any``) is accepted unchecked.
     """
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
-        return any(fits(value, arg) for arg in typing.get_args(hint))
+        return any(fits(value, arg, whole_floats) for arg in typing.get_args(hint))
     if origin is typing.Literal:
         return value in typing.get_args(hint)
     if hint is type(None):
@@ -129,7 +135,7 @@ def fits(value: Any, hint: Any) -> bool:
         return isinstance(value, bool)
     if hint is int:
         return (isinstance(value, int) and not isinstance(value, bool)) or (
-            isinstance(value, float) and value.is_integer())
+            whole_floats and isinstance(value, float) and value.is_integer())
     if hint is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if hint is str:
@@ -139,8 +145,8 @@ def fits(value: Any, hint: Any) -> bool:
             return False
         args = typing.get_args(hint)
         if origin is tuple and Ellipsis not in args:  # a fixed-length tuple
-            return len(value) == len(args) and all(fits(v, a) for v, a in zip(value, args, strict=True))
-        return all(fits(item, args[0]) for item in value)
+            return len(value) == len(args) and all(fits(v, a, False) for v, a in zip(value, args, strict=True))
+        return all(fits(item, args[0], False) for item in value)
     if origin in (dict, Mapping):
         return isinstance(value, (DictConfig, dict))
     return True
