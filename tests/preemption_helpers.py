@@ -8,7 +8,8 @@ Added to a real ``python -m memvir_pl.train`` run from the command line::
 ``point`` is ``PHASE:EPOCH:BATCH`` (epoch and batch counted from 0): ``batch_start`` (before the
 forward), ``backward`` (after the forward and the MemVir push, before the backward: mid-step),
 ``optimizer`` (before the optimiser step), ``val`` (before validation batch BATCH of epoch EPOCH),
-``epoch_end`` (in ``on_train_epoch_end``; BATCH is ignored).
+``epoch_end`` (in ``on_train_epoch_end``; BATCH is ignored), ``test`` (before test batch BATCH;
+EPOCH is ignored).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 
-PHASES = ("batch_start", "backward", "optimizer", "val", "epoch_end")
+PHASES = ("batch_start", "backward", "optimizer", "val", "epoch_end", "test")
 
 
 class SignalAt(pl.Callback):
@@ -34,7 +35,9 @@ class SignalAt(pl.Callback):
     def _maybe_fire(self, trainer: pl.Trainer, phase: str, batch: int) -> None:
         if self.fired or trainer.sanity_checking:
             return
-        if (phase, trainer.current_epoch) == (self.phase, self.epoch) and (phase == "epoch_end" or batch == self.batch):
+        if phase != self.phase:
+            return
+        if (phase == "test" or trainer.current_epoch == self.epoch) and (phase == "epoch_end" or batch == self.batch):
             self.fired = True
             os.kill(os.getpid(), self.signum)
 
@@ -55,3 +58,7 @@ class SignalAt(pl.Callback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._maybe_fire(trainer, "epoch_end", -1)
+
+    def on_test_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                            batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._maybe_fire(trainer, "test", batch_idx)

@@ -20,12 +20,38 @@ from tests.hydra_helpers import EXPERIMENTS, QUIET, compose_config
      ("data.num_workers=1.5", "data.num_workers=1.5"),
      ("module.lr_decay_step=x", "module.lr_decay_step=x .* DMLModule expects an integer or null"),
      ("module.k=[1,a]", r"module.k=\[1,a\] .* expects .*a list of integers"),
-     ("module.lr=fast", "module.lr=fast .* DMLModule expects a number")],
+     ("module.lr=fast", "module.lr=fast .* DMLModule expects a number"),
+     # an interpolation is shown as written, with what it resolved to
+     ("memvir.step_gap=${data.dataset}", r"memvir.step_gap=\$\{data.dataset\} \(resolved to glyphs\) is not valid: "
+                                         "MemVirCallback expects an integer"),
+     ("+module.foo=1", "module.foo is not an argument of DMLModule; it takes .*lr.*Remove the key"),
+     ("+memvir.stepgap=2", "memvir.stepgap is not an argument of MemVirCallback; it takes .*step_gap"),
+     ("trainer.max_epochs=abc", "trainer.max_epochs=abc is not valid: Trainer expects an integer or null"),
+     ("+trainer.limit_train_batches=all", "trainer.limit_train_batches=all is not valid: Trainer expects"),
+     ("+trainer.max_epoch=3", "trainer.max_epoch is not an argument of Trainer"),
+     ("callbacks.model_checkpoint.save_last=often", "callbacks.model_checkpoint.save_last=often is not valid")],
 )
-def test_a_value_of_the_wrong_type_is_named_with_its_fix(tmp_path, override, message):
+def test_a_value_of_the_wrong_type_is_named_with_its_fix(tmp_path, monkeypatch, override, message):
     cfg = compose_config([override, *QUIET], tmp_path)
+
+    def build_run(cfg):
+        raise AssertionError("data and model were built before the config was checked")
+
+    monkeypatch.setattr("memvir_pl.train.build_run", build_run)
     with pytest.raises(ConfigTypeError, match=message):
         train(cfg)  # before any data is built or anything trained
+
+
+def test_whole_number_floats_pass_for_integers(tmp_path):
+    cfg = compose_config(["memvir.step_gap=2.0", "data.batch_size=64.0", "trainer.max_epochs=3.0",
+                          "+trainer.limit_train_batches=1.0", *QUIET], tmp_path)
+    check_config_types(cfg)
+    # passed on as integers (Lightning and the samplers reject 3.0), except where a float means something else
+    assert [type(v) for v in (cfg.memvir.step_gap, cfg.data.batch_size, cfg.trainer.max_epochs)] == [int] * 3
+    assert (cfg.data.batch_size, cfg.trainer.max_epochs) == (64, 3)
+    assert isinstance(cfg.trainer.limit_train_batches, float)  # 1.0: the whole epoch, 1: one batch
+    with pytest.raises(ConfigTypeError, match=r"module.k=\[1.0,5.0\] .* a list of integers"):
+        check_config_types(compose_config(["module.k=[1.0,5.0]", *QUIET], tmp_path))
 
 
 def test_every_shipped_config_passes_the_check(tmp_path):
@@ -35,7 +61,7 @@ def test_every_shipped_config_passes_the_check(tmp_path):
 
 
 def test_the_type_rules_by_hand():
-    assert fits(3, int) and not fits(True, int) and not fits(3.0, int) and not fits("3", int)
+    assert fits(3, int) and not fits(True, int) and fits(3.0, int) and not fits(3.5, int) and not fits("3", int)
     assert fits(3, float) and fits(0.5, float) and not fits("0.5", float)
     assert fits(None, int | None) and fits([1, 2], tuple[int, ...]) and not fits([1, "a"], tuple[int, ...])
     assert fits(4, int | tuple[int, ...]) and not fits("x", int | tuple[int, ...])

@@ -202,3 +202,64 @@ def test_save_grid_flag_becomes_a_hydra_override():
     assert hydra_args(["--save-grid=b.png", "k=1"]) == ["save_grid=b.png", "k=1"]
     with pytest.raises(SystemExit, match="needs a PATH"):
         hydra_args(["--save-grid"])
+
+
+@pytest.fixture(scope="module")
+def emoji_ckpt(tmp_path_factory) -> tuple[Path, DMLDataModule]:
+    """A checkpoint of the small CNN on the emoji fixture packages (untrained weights) and its data."""
+    from memvir_pl.config import compose_config
+    from memvir_pl.train import build_run
+    from tests.test_data_emoji import K, write_packages
+
+    root = tmp_path_factory.mktemp("emoji_run")
+    packages = write_packages(root / "packages")
+    cfg = compose_config(["data=emoji", "model=small_cnn", f"data.root={packages}", "data.image_size=24",
+                          "data.options.render_size=32", f"data.options.min_designs={K}",
+                          f"paths.cache_dir={root / 'cache'}"], root / "run")
+    torch.manual_seed(0)
+    datamodule, module = build_run(cfg)
+    path = root / "emoji.ckpt"
+    torch.save({"memvir_pl_config": module.run_config, "state_dict": module.state_dict()}, path)
+    return path, datamodule
+
+
+def test_embed_writes_emoji_rows_with_class_and_design(emoji_ckpt, tmp_path):
+    from omegaconf import OmegaConf
+
+    from memvir_pl.embed import embed_split
+
+    ckpt, datamodule = emoji_ckpt
+    out = tmp_path / "emb"
+    embed_split(OmegaConf.create({"ckpt_path": str(ckpt), "split": "test", "output_dir": str(out),
+                                  "device": "cpu", "data": {}, "paths": {"output_dir": str(out)}}))
+    split = datamodule.split("test")
+    with (out / "test_items.csv").open(encoding="utf-8") as f:
+        items = list(csv.DictReader(f))
+    assert list(items[0]) == ["index", "label", "class", "design"]
+    assert [int(r["label"]) for r in items] == split.labels.tolist()
+    assert [r["class"] for r in items] == [split.classes[label] for label in split.labels]
+    assert [r["design"] for r in items] == list(split.designs)
+    # each (class, design) names one rendering
+    assert len({(r["class"], r["design"]) for r in items}) == len(items)
+    _, model = load_embedding_model(ckpt)
+    images = torch.stack([datamodule.split_dataset("test")[i]["image"] for i in range(len(items))])
+    with torch.no_grad():
+        reference = model(images).numpy()
+    np.testing.assert_allclose(np.load(out / "test_embeddings.npy"), reference, atol=1e-5)
+    np.testing.assert_array_equal(np.load(out / "test_labels.npy"), split.labels)
+
+
+def test_search_on_an_emoji_checkpoint_finds_each_copy_first(emoji_ckpt, tmp_path):
+    ckpt, datamodule = emoji_ckpt
+    split = datamodule.split("test")
+    gallery, queries = tmp_path / "gallery", tmp_path / "queries"
+    gallery.mkdir()
+    queries.mkdir()
+    rows = range(0, min(len(split.labels), 12))
+    for row in rows:
+        Image.fromarray(split.images[row]).save(gallery / f"e{row:02d}.png")
+    for row in (0, 5):
+        shutil.copy(gallery / f"e{row:02d}.png", queries / f"copy_{row:02d}.png")
+    result = search_images(ckpt, gallery, queries, k=2, backend="torch", device="cpu")
+    assert [Path(result.gallery[int(found[0])]).name for found in result.indices] == ["e00.png", "e05.png"]
+    torch.testing.assert_close(result.similarities[:, 0], torch.ones(2), atol=1e-5, rtol=0)

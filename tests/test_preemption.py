@@ -106,12 +106,17 @@ def test_truncated_or_damaged_checkpoint_is_named(tmp_path):
     assert resume_checkpoint(None, good) is None
 
 
-def test_train_refuses_a_truncated_checkpoint_before_training(tmp_path):
+def test_train_refuses_a_truncated_checkpoint_before_training(tmp_path, monkeypatch):
     truncated = tmp_path / "cut.ckpt"
     _small_checkpoint(tmp_path / "whole.ckpt")
     data = (tmp_path / "whole.ckpt").read_bytes()
     truncated.write_bytes(data[:100])
     cfg = compose_config([*SOAK, f"ckpt_path={truncated}"], tmp_path / "run")
+
+    def build_run(cfg):
+        raise AssertionError("data and model were built before the checkpoint was checked")
+
+    monkeypatch.setattr("memvir_pl.train.build_run", build_run)
     with pytest.raises(CorruptCheckpointError, match=str(truncated)):
         train(cfg)
 
@@ -276,3 +281,113 @@ def test_sigusr1_in_a_slurm_job_checkpoints_then_requeues(tmp_path, monkeypatch,
         assert handled == [signal.SIGUSR1] and not calls.exists()
     else:
         assert calls.read_text().split() == ["requeue", "4242"]
+
+
+def test_sigterm_while_testing_leaves_last_ckpt_as_fitting_wrote_it(tmp_path, monkeypatch):
+    """trainer.test runs on the best checkpoint's weights: a signal there must not save them as last.ckpt."""
+    import pytorch_lightning as pl
+
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    written_by_fit: list[bytes] = []
+    original_test = pl.Trainer.test
+
+    def test_after_copying_last(trainer, *args, **kwargs):
+        written_by_fit.append(last.read_bytes())
+        return original_test(trainer, *args, **kwargs)
+
+    monkeypatch.setattr(pl.Trainer, "test", test_after_copying_last)
+    cfg = compose_config([*SOAK, "trainer.max_epochs=1", "+callbacks.kill._target_=tests.preemption_helpers.SignalAt",
+                          "+callbacks.kill.point=test:0:0", f"+callbacks.kill.signum={int(signal.SIGTERM)}"],
+                         tmp_path / "run")
+    with pytest.raises(SystemExit) as stopped:
+        train(cfg)
+    assert stopped.value.code == EXIT_RESUMABLE
+    assert len(written_by_fit) == 1 and last.read_bytes() == written_by_fit[0]
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o002, 0o664)])
+def test_checkpoints_get_an_ordinary_files_mode_under_the_umask(tmp_path, umask, mode):
+    before = os.umask(umask)
+    try:
+        atomic_torch_save({"w": torch.ones(3)}, tmp_path / "last.ckpt")
+        atomic_torch_save({"w": torch.zeros(3)}, tmp_path / "last.ckpt")  # replacing an existing file too
+        (tmp_path / "plain").write_bytes(b"")
+    finally:
+        os.umask(before)
+    assert (tmp_path / "last.ckpt").stat().st_mode & 0o777 == mode == (tmp_path / "plain").stat().st_mode & 0o777
+
+
+def test_a_failed_or_missing_scontrol_warns_with_its_output(tmp_path, monkeypatch):
+    from memvir_pl.preemption import requeue_slurm_job
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text("#!/bin/sh\necho 'scontrol: error: Requeue of job 4242 not allowed' >&2\nexit 1\n")
+    (bin_dir / "scontrol").chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    with pytest.warns(UserWarning, match=r"scontrol requeue 4242` failed with status 1: scontrol: error: Requeue "
+                                         r"of job 4242 not allowed\..*resubmit"):
+        assert requeue_slurm_job("4242") == 1
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.warns(UserWarning, match=r"could not requeue SLURM job 4242: scontrol could not be run"):
+        assert requeue_slurm_job("4242") == 127
+
+
+def test_auto_resume_refuses_a_last_ckpt_of_another_training_configuration(tmp_path, monkeypatch):
+    """A fixed run directory reused with another config: ckpt_path=auto must not continue that run."""
+    from omegaconf import OmegaConf
+
+    from memvir_pl.checkpoint import ResumeConfigError
+
+    run = tmp_path / "run"
+    written = compose_config(SOAK, run)
+    (run / "checkpoints").mkdir(parents=True)
+    torch.save({"memvir_pl_config": OmegaConf.to_container(written, resolve=True)}, run / "checkpoints" / "last.ckpt")
+
+    class Built(Exception):
+        pass
+
+    def build_run(cfg):
+        raise Built
+
+    monkeypatch.setattr("memvir_pl.train.build_run", build_run)
+    changed = compose_config([*SOAK, "seed=4", "module.lr=0.01", "data.num_workers=1"], run)
+    with pytest.raises(ResumeConfigError) as refused:
+        train(changed)
+    message = str(refused.value)
+    assert "module.lr: 0.001 in the checkpoint, 0.01 now" in message and "seed: 3 in the checkpoint, 4 now" in message
+    assert "data.seed: 3 in the checkpoint, 4 now" in message  # the interpolated copy too
+    assert "num_workers" not in message  # where data is read from does not change training
+    assert f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}" in message
+    # the same training config (other loaders, another logger) resumes; so does the explicit path
+    for overrides in (["data.num_workers=1", "logger=none"],
+                      ["seed=4", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"]):
+        with pytest.raises(Built):
+            train(compose_config([*SOAK, *overrides], run))
+
+
+def test_sigterm_mid_accumulation_stops_after_the_step_and_resumes_exactly(tmp_path):
+    """accumulate_grad_batches=2: a SIGTERM on the first batch of a step (batch 3 of the epoch) stops after the
+    step's second batch, where the checkpoint holds everything; the resumed run ends as an uninterrupted one."""
+    accumulate = [*SOAK, "trainer.max_epochs=1", "+trainer.accumulate_grad_batches=2", "test=false"]
+    train(compose_config(accumulate, tmp_path / "reference"))
+    with pytest.raises(SystemExit) as stopped:
+        train(compose_config([*accumulate, "+callbacks.kill._target_=tests.preemption_helpers.SignalAt",
+                              "+callbacks.kill.point=batch_start:0:2", f"+callbacks.kill.signum={int(signal.SIGTERM)}"],
+                             tmp_path / "killed"))
+    assert stopped.value.code == EXIT_RESUMABLE
+    last = tmp_path / "killed" / "checkpoints" / "last.ckpt"
+    at_signal = torch.load(last, weights_only=True)
+    assert at_signal["global_step"] == 2  # batches 0-1 and 2-3 are the first two optimiser steps
+    assert at_signal["DMLDataModule"]["train_position"] == {"epoch": 0, "batches_done": 4}
+    train(compose_config([*accumulate, f"ckpt_path={last}"], tmp_path / "killed"))
+
+    def final(run: str) -> dict:
+        checkpoint = torch.load(tmp_path / run / "checkpoints" / "last.ckpt", weights_only=True)
+        return {"params": checkpoint["state_dict"], "optimizer": checkpoint["optimizer_states"],
+                "memory": checkpoint["callbacks"]["MemVirCallback"]["memory"], "step": checkpoint["global_step"]}
+
+    expected = final("reference")
+    assert expected["step"] == STEPS_PER_EPOCH // 2
+    _assert_same(final("killed"), expected, "accumulated")

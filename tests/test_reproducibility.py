@@ -73,3 +73,42 @@ def test_two_runs_of_the_same_config_give_the_same_numbers(tmp_path):
         run.pop("test_checkpoint")  # in each run's own folder
     assert first == second  # every validation and test metric, to the last bit
     assert first["final"]["epoch"] == 2  # MemVir was on in the second epoch
+
+
+def _vendor() -> str:
+    with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
+        return next((line.split(":")[1].strip() for line in cpuinfo if line.startswith("vendor_id")), "")
+
+
+WARNINGS_OF_CONFIGURE = ("import json, warnings, torch; from memvir_pl.reproducibility import configure_cpu\n"
+                         "{before}\n"
+                         "with warnings.catch_warnings(record=True) as caught:\n"
+                         "    warnings.simplefilter('always')\n"
+                         "    configure_cpu(1, 'avx2')\n"
+                         "print(json.dumps({{'capability': torch.backends.cpu.get_cpu_capability(),\n"
+                         "                  'warnings': [str(w.message) for w in caught]}}))")
+
+
+def test_configure_cpu_warns_when_torch_computed_before_it():
+    best = _in_fresh_process("import json, torch; print(json.dumps(torch.backends.cpu.get_cpu_capability()))")
+    if best not in ("AVX512",):
+        pytest.skip(f"this CPU's best capability is {best}: the avx2 cap changes nothing here")
+    late = _in_fresh_process(WARNINGS_OF_CONFIGURE.format(before="torch.ones(1000).sum()"))
+    assert late["capability"] == "AVX512"
+    assert any("ATen computes with AVX512 although ATEN_CPU_CAPABILITY=avx2" in w for w in late["warnings"])
+    early = _in_fresh_process(WARNINGS_OF_CONFIGURE.format(before=""))
+    assert early["capability"] == "AVX2" and not any("ATen" in w for w in early["warnings"])
+
+
+def test_configure_cpu_warns_when_mkl_ignores_the_avx2_branch():
+    if not os.path.exists("/proc/cpuinfo") or not torch.backends.mkl.is_available():
+        pytest.skip("needs Linux and torch with MKL")
+    report = _in_fresh_process(WARNINGS_OF_CONFIGURE.format(before=""))
+    mkl = [w for w in report["warnings"] if w.startswith("cpu_isa=avx2: MKL uses")]
+    if _vendor() == "AuthenticAMD":  # MKL falls back to AUTO for every branch but COMPATIBLE on AMD
+        assert len(mkl) == 1 and "MKL uses the AUTO code path although MKL_CBWR=AVX2" in mkl[0]
+    elif _vendor() == "GenuineIntel":
+        assert mkl == []
+    # a branch MKL honours everywhere is reported as in force
+    compatible = _in_fresh_process(WARNINGS_OF_CONFIGURE.format(before=""), {"MKL_CBWR": "COMPATIBLE"})
+    assert not any("MKL" in w for w in compatible["warnings"])

@@ -13,6 +13,65 @@ from torch import nn
 
 CONFIG_KEY = "memvir_pl_config"
 
+#: The config entries whose values change what a run trains (dotted keys; a group covers its keys)...
+TRAINING_KEYS = ("data", "model", "loss", "module", "memvir", "trainer", "seed", "threads", "cpu_isa")
+#: ... except these, which change where things are read and written or how a run reports, not the weights.
+NOT_TRAINING_KEYS = frozenset({
+    "data.root", "data.num_workers", "data.pin_memory", "data.eval_batch_size", "data.feature_cache_dir",
+    "data.options.cache_dir", "trainer.default_root_dir", "trainer.enable_progress_bar", "trainer.log_every_n_steps",
+    "trainer.limit_val_batches", "trainer.limit_test_batches", "trainer.plugins",
+})
+
+
+class ResumeConfigError(ValueError):
+    """``ckpt_path=auto`` found a checkpoint written under another training configuration."""
+
+
+def _flatten(value: Any, prefix: str) -> dict[str, Any]:
+    if isinstance(value, dict):
+        flat: dict[str, Any] = {}
+        for key, item in value.items():
+            flat.update(_flatten(item, f"{prefix}.{key}"))
+        return flat
+    return {prefix: value}
+
+
+def training_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """The :data:`TRAINING_KEYS` (less :data:`NOT_TRAINING_KEYS`) on which two resolved configs
+    (plain dicts) differ, one ``"key: SAVED in the checkpoint, CURRENT now"`` line each, sorted."""
+    absent = "<absent>"
+    flat_saved, flat_current = {}, {}
+    for key in TRAINING_KEYS:
+        flat_saved.update(_flatten(saved.get(key, absent), key))
+        flat_current.update(_flatten(current.get(key, absent), key))
+    differing = []
+    for key in sorted(flat_saved.keys() | flat_current.keys()):
+        if key in NOT_TRAINING_KEYS or any(key.startswith(f"{k}.") for k in NOT_TRAINING_KEYS):
+            continue
+        before, now = flat_saved.get(key, absent), flat_current.get(key, absent)
+        if before != now:
+            differing.append(f"{key}: {before!r} in the checkpoint, {now!r} now")
+    return differing
+
+
+def check_resume_config(path: str | Path, cfg: DictConfig) -> None:
+    """Raise :class:`ResumeConfigError` unless the checkpoint at ``path`` was written under the
+    same training configuration as ``cfg`` (:func:`training_differences` is empty)."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    current = {key: OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key]) else cfg[key]
+               for key in TRAINING_KEYS if key in cfg}
+    if CONFIG_KEY not in checkpoint:
+        differing = [f"the checkpoint has no saved config ('{CONFIG_KEY}'): it was not written by memvir_pl.train"]
+    else:
+        differing = training_differences(checkpoint[CONFIG_KEY], current)
+    if differing:
+        raise ResumeConfigError(
+            f"ckpt_path=auto found {path}, but it was written under another training configuration:\n  "
+            + "\n  ".join(differing)
+            + f"\nResuming it would continue another run. Give this run its own directory (hydra.run.dir=...), "
+            f"start it afresh with ckpt_path=null, or resume that checkpoint anyway with ckpt_path={path}."
+        )
+
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """The checkpoint dict; a clear error when the file is missing or was not written by memvir_pl.train.

@@ -3,7 +3,8 @@
 Hydra passes ``memvir.step_gap=abc`` through as the string ``'abc'``; without a check the
 constructor fails later with ``invalid literal for int()``, naming neither the key nor the fix.
 :func:`check_config_types` reads the ``__init__`` hints of each group's ``_target_`` and says
-which key is wrong, what it expects and how to write it.
+which key is wrong, what it expects and how to write it, and names keys the object does not
+take (``+module.foo=1``). Integers may be written as whole-number floats (``2.0``).
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
-CHECKED_GROUPS = ("data", "model", "loss", "module", "memvir")
+CHECKED_GROUPS = ("data", "model", "loss", "module", "memvir", "trainer")
+# groups of object configs, one per entry (each entry with a ``_target_`` is checked)
+CHECKED_COLLECTIONS = ("callbacks", "logger")
 
 
 class ConfigTypeError(ValueError):
@@ -26,30 +29,68 @@ class ConfigTypeError(ValueError):
 
 def check_config_types(cfg: DictConfig, groups: Sequence[str] = CHECKED_GROUPS) -> None:
     """Raise :class:`ConfigTypeError` for the first value of ``cfg[group]`` that does not fit
-    the type hint of the argument it is passed to (groups without ``_target_`` are skipped)."""
+    the type hint of the argument it is passed to, or whose key the object does not take
+    (groups without ``_target_`` are skipped); the entries of ``callbacks`` and ``logger`` too.
+    A whole-number float given for an integer argument (``trainer.max_epochs=2.0``) is replaced
+    by the integer in ``cfg``."""
     for group in groups:
         node = cfg.get(group)
         if isinstance(node, DictConfig) and "_target_" in node:
             check_node_types(node, group)
+    for collection in CHECKED_COLLECTIONS:
+        entries = cfg.get(collection)
+        if not isinstance(entries, DictConfig):
+            continue
+        for name, node in entries.items():
+            if isinstance(node, DictConfig) and "_target_" in node:
+                check_node_types(node, f"{collection}.{name}")
 
 
 def check_node_types(node: DictConfig, path: str) -> None:
     """Check one object config (``_target_`` + arguments); ``path`` names it in errors."""
     target = hydra.utils.get_object(node._target_)
     hints = argument_hints(target)
-    defaults = argument_defaults(target)
+    named = argument_defaults(target)
+    takes_any_key = named is None or _takes_keywords(target)
+    defaults = named or {}
+    written = OmegaConf.to_container(node, resolve=False)
     for key in node:
-        if str(key).startswith("_") or key not in hints:
+        if str(key).startswith("_"):
+            continue
+        if not takes_any_key and key not in defaults:
+            raise ConfigTypeError(
+                f"{path}.{key} is not an argument of {_name(target)}; it takes "
+                f"{', '.join(sorted(defaults))}. Remove the key (or the +{path}.{key}=... override) or fix "
+                "its spelling."
+            )
+        if key not in hints:
             continue
         value = node[key]
+        if isinstance(value, float) and fits(value, hints[key]) and not fits(value, hints[key], whole_floats=False):
+            node[key] = int(value)  # a whole-number float for an integer argument: passed as that integer
+            continue
         if not fits(value, hints[key]):
             example = defaults.get(key, inspect.Parameter.empty)
             fix = f"e.g. {path}.{key}={_as_override(example)}" if example is not inspect.Parameter.empty else (
                 f"write {path}.{key}=<{describe(hints[key])}>")
+            as_written = written[key]
+            shown = _as_override(value)
+            if isinstance(as_written, str) and OmegaConf.is_interpolation(node, key):
+                shown = f"{as_written} (resolved to {_as_override(value)})"
             raise ConfigTypeError(
-                f"{path}.{key}={_as_override(value)} is not valid: {_name(target)} expects {describe(hints[key])} "
+                f"{path}.{key}={shown} is not valid: {_name(target)} expects {describe(hints[key])} "
                 f"for '{key}', got {_kind(value)}. Fix the override or config file ({fix})."
             )
+
+
+def _takes_keywords(target: Any) -> bool:
+    """Whether the class's ``__init__`` or the function takes ``**kwargs`` (any key is then valid)."""
+    function = target.__init__ if inspect.isclass(target) else target
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
 
 
 def argument_hints(target: Any) -> dict[str, Any]:
@@ -63,24 +104,29 @@ def argument_hints(target: Any) -> dict[str, Any]:
     return hints
 
 
-def argument_defaults(target: Any) -> dict[str, Any]:
+def argument_defaults(target: Any) -> dict[str, Any] | None:
+    """Each named argument's default (``inspect.Parameter.empty`` when it has none), ``self``
+    left out; ``None`` when the signature cannot be read."""
     function = target.__init__ if inspect.isclass(target) else target
     try:
         parameters = inspect.signature(function).parameters
     except (TypeError, ValueError):
-        return {}
-    return {name: p.default for name, p in parameters.items()}
+        return None
+    return {name: p.default for name, p in parameters.items() if name != "self"
+            and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)}
 
 
-def fits(value: Any, hint: Any) -> bool:
+def fits(value: Any, hint: Any, whole_floats: bool = True) -> bool:
     """Whether a config value can be passed for an argument hinted ``hint``.
 
-    Checked: int (not bool), float (ints too), bool, str, None, unions, Literal and sequences
-    of those; any other hint (a tensor type, a module, ``Any``) is accepted unchecked.
+    Checked: int (not bool; with ``whole_floats`` a whole-number float such as ``2.0`` too, which
+    :func:`check_node_types` then passes as the integer; not inside lists), float (ints too),
+    bool, str, None, unions, Literal and sequences of those; any other hint (a tensor type, a
+    module, ``Any``) is accepted unchecked.
     """
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
-        return any(fits(value, arg) for arg in typing.get_args(hint))
+        return any(fits(value, arg, whole_floats) for arg in typing.get_args(hint))
     if origin is typing.Literal:
         return value in typing.get_args(hint)
     if hint is type(None):
@@ -88,7 +134,8 @@ def fits(value: Any, hint: Any) -> bool:
     if hint is bool:
         return isinstance(value, bool)
     if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
+        return (isinstance(value, int) and not isinstance(value, bool)) or (
+            whole_floats and isinstance(value, float) and value.is_integer())
     if hint is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if hint is str:
@@ -98,8 +145,8 @@ def fits(value: Any, hint: Any) -> bool:
             return False
         args = typing.get_args(hint)
         if origin is tuple and Ellipsis not in args:  # a fixed-length tuple
-            return len(value) == len(args) and all(fits(v, a) for v, a in zip(value, args, strict=True))
-        return all(fits(item, args[0]) for item in value)
+            return len(value) == len(args) and all(fits(v, a, False) for v, a in zip(value, args, strict=True))
+        return all(fits(item, args[0], False) for item in value)
     if origin in (dict, Mapping):
         return isinstance(value, (DictConfig, dict))
     return True

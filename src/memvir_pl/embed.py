@@ -5,7 +5,8 @@ Writes, in ``output_dir`` (default: the run directory):
 - ``<split>_embeddings.npy``: (N, D) float32, L2-normalised as the model outputs them;
 - ``<split>_labels.npy``: (N,) int64, the split's labels in [0, C_split);
 - ``<split>_items.csv``: one row per item, in the same order: ``index, label`` and what the
-  item is: ``codepoint, char, font`` for glyphs, ``class, path[, is_query]`` for image files.
+  item is: ``codepoint, char, font`` for glyphs, ``class, design`` for emoji (the class key and
+  the design set of the rendering), ``class, path[, is_query]`` for image files.
 
 The model and data settings come from the checkpoint; ``data.*`` keys override its data config
 (e.g. ``data.root=/datasets/CUB_200_2011`` on another machine). Every split is embedded with
@@ -33,6 +34,7 @@ from memvir_pl.data import (
     DMLDataModule,
     GlyphSplit,
 )
+from memvir_pl.data.emoji.build import EmojiSplit
 
 SPLITS = ("train", "val", "test")
 
@@ -81,6 +83,11 @@ def item_rows(datamodule: DMLDataModule, split: str) -> list[dict[str, Any]]:
         return [
             {"index": i, "label": int(label), "codepoint": f"U+{int(cp):04X}", "char": chr(int(cp)), "font": font}
             for i, (label, cp, font) in enumerate(zip(images.labels, codepoints, images.fonts, strict=True))
+        ]
+    if isinstance(images, EmojiSplit):
+        return [
+            {"index": i, "label": int(label), "class": images.classes[int(label)], "design": design}
+            for i, (label, design) in enumerate(zip(images.labels, images.designs, strict=True))
         ]
     rows = [
         {"index": i, "label": int(label), "class": images.classes[int(label)], "path": path}

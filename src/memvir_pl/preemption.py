@@ -6,7 +6,8 @@
   boundary, Lightning's loops raise ``SIGTERMException`` there, and the checkpoint is written in
   ``on_exception`` (as Lightning's ``OnExceptionCheckpoint`` does). Under SLURM it requeues the
   job (``scontrol requeue``) after the checkpoint; a signal handler installed before the run
-  (e.g. submitit's) is called after the checkpoint instead.
+  (e.g. submitit's) is called after the checkpoint instead. Only fitting writes a checkpoint: a
+  signal while testing, validating or predicting leaves ``last.ckpt`` as it is.
 - The checkpoint holds the global RNG states (torch, CUDA, numpy, random); the datamodule saves
   the position inside the epoch (:func:`train_position`), and the batch samplers of
   :mod:`memvir_pl.data.sampler` skip the batches already done.
@@ -25,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import warnings
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,6 +39,7 @@ import torch
 from fsspec.implementations.local import LocalFileSystem
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning_fabric.utilities.cloud_io import get_filesystem
+from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 #: Exit status of a run stopped by a signal after writing its checkpoint: "stopped, resumable"
@@ -90,17 +93,35 @@ class CorruptCheckpointError(ValueError):
     """A checkpoint file that is truncated or damaged."""
 
 
+def current_umask() -> int:
+    """The process's file-mode creation mask (e.g. ``0o022``), read without changing it where the
+    system reports it (Linux ``/proc/self/status``)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore it
+    os.umask(mask)
+    return mask
+
+
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """``torch.save(obj, path)`` that never leaves a partial ``path``: write a temporary file in the
     same directory, fsync it, ``os.replace`` it over ``path``, fsync the directory. A kill at any
     moment leaves either the old file or the new one (and at worst a stray ``.NAME.*.tmp``,
-    removed by the next save)."""
+    removed by the next save). The file gets the mode an ordinary new file gets under the
+    process's umask (``0o644`` under ``022``, ``0o664`` under ``002``), so that a shared group
+    can read it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a writer that was killed
         stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes it owner-only; give it an ordinary file's mode
         with os.fdopen(fd, "wb") as file:
             torch.save(obj, file)
             file.flush()
@@ -185,6 +206,13 @@ def _request_stop(trainer: pl.Trainer, stop: bool = True) -> None:
     trainer._signal_connector.received_sigterm = stop
 
 
+def _at_optimizer_step(trainer: pl.Trainer) -> bool:
+    """Whether the training batch just done ended an optimiser step (with gradient accumulation,
+    the batches before the last of a step only add to the gradients, which a checkpoint does not
+    hold: the run stops after the step's last batch instead)."""
+    return not trainer.fit_loop.epoch_loop._should_accumulate()
+
+
 def slurm_job_id() -> str | None:
     """The SLURM job to requeue (``ARRAYJOB_TASK`` for array jobs), ``None`` outside SLURM."""
     array_job = os.environ.get("SLURM_ARRAY_JOB_ID")
@@ -194,17 +222,34 @@ def slurm_job_id() -> str | None:
 
 
 def requeue_slurm_job(job_id: str) -> int:
-    """``scontrol requeue JOB`` (as Lightning's SLURM auto-requeue does); its exit status."""
+    """``scontrol requeue JOB`` (as Lightning's SLURM auto-requeue does); its exit status (127 when
+    ``scontrol`` is not found).
+
+    It runs after the checkpoint is written, so a failure only warns (with scontrol's output): the
+    checkpoint stays valid and the job can be resubmitted by hand with ``ckpt_path=<last.ckpt>``.
+    """
     print(f"memvir_pl: requeueing SLURM job {job_id}", file=sys.stderr, flush=True)
-    return subprocess.call(["scontrol", "requeue", job_id])
+    advice = ("the checkpoint is written; resubmit the job by hand (same run directory, or "
+              "ckpt_path=<run>/checkpoints/last.ckpt) to continue")
+    try:
+        result = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True)
+    except OSError as error:
+        warnings.warn(f"memvir_pl: could not requeue SLURM job {job_id}: scontrol could not be run ({error}); "
+                      f"expected SLURM's scontrol on PATH. {advice}.", stacklevel=2)
+        return 127
+    if result.returncode != 0:
+        output = (result.stdout + result.stderr).strip() or "no output"
+        warnings.warn(f"memvir_pl: `scontrol requeue {job_id}` failed with status {result.returncode}: {output}. "
+                      f"Was the job submitted with --requeue? {advice}.", stacklevel=2)
+    return result.returncode
 
 
 class PreemptionCheckpoint(pl.Callback):
     """Checkpoint and exit on SIGTERM / SIGUSR1 after the current optimiser step; resume exactly.
 
     While training runs, each signal in ``signals`` is deferred to the next step boundary (after the
-    optimiser step of the batch in progress; after validation when one is in progress or due at
-    that batch). There Lightning raises ``SIGTERMException``; this callback then writes
+    optimiser step of the batch in progress, or with ``accumulate_grad_batches`` > 1 of the last
+    batch of the step in progress; after validation when one is in progress or due at that batch). There Lightning raises ``SIGTERMException``; this callback then writes
     ``dirpath/filename.ckpt`` (model, optimiser, schedulers, loops with the batch position and the
     loggers' step, callbacks with the MemVir memory, datamodule with the sampler position, and the
     RNG states), and the process exits with :data:`EXIT_RESUMABLE` (75). Resume with
@@ -213,6 +258,9 @@ class PreemptionCheckpoint(pl.Callback):
     After the checkpoint: a handler that was installed for the signal before training (e.g.
     submitit's requeue handler) is called; otherwise, inside a SLURM job and for a signal in
     ``requeue_signals``, the job is requeued with ``scontrol requeue``.
+
+    A signal while testing, validating or predicting writes nothing (the module then holds the
+    evaluated weights, not the training state) and exits with 75 too.
 
     Every checkpoint also stores the global RNG states, restored on load.
 
@@ -279,7 +327,7 @@ class PreemptionCheckpoint(pl.Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        if self.received is not None:
+        if self.received is not None and _at_optimizer_step(trainer):
             _request_stop(trainer)
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -287,7 +335,7 @@ class PreemptionCheckpoint(pl.Callback):
             _request_stop(trainer, False)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.received is not None and not trainer.sanity_checking:
+        if self.received is not None and not trainer.sanity_checking and _at_optimizer_step(trainer):
             _request_stop(trainer)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -300,6 +348,16 @@ class PreemptionCheckpoint(pl.Callback):
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         if not isinstance(exception, SIGTERMException):
             self._restore_handlers()
+            return
+        if trainer.state.fn != TrainerFn.FITTING:
+            # testing, validating or predicting: the weights in memory are those of the evaluated
+            # checkpoint, not the training state, so last.ckpt is left as it is
+            self._restore_handlers()
+            exception.code = EXIT_RESUMABLE
+            if trainer.is_global_zero:
+                print(f"memvir_pl: stopped by a signal during trainer.{trainer.state.fn.value}; {self.ckpt_path} is left "
+                      f"unchanged; exiting with status {EXIT_RESUMABLE}: run again with ckpt_path={self.ckpt_path} "
+                      "to repeat that stage", file=sys.stderr, flush=True)
             return
         trainer.save_checkpoint(self.ckpt_path)
         exception.code = EXIT_RESUMABLE

@@ -18,6 +18,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from memvir_pl.checkpoint import check_resume_config
 from memvir_pl.config import CONFIG_DIR, instantiate_callbacks, instantiate_loggers
 from memvir_pl.config_types import check_config_types
 from memvir_pl.losses.base import VirtualClassLoss
@@ -58,8 +59,11 @@ def best_checkpoint(trainer: pl.Trainer) -> str:
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train (and test) one config; returns the metrics written to ``metrics.json``."""
-    check_config_types(cfg)
+    check_config_types(cfg)  # every check before any data or model is built
     configure_cpu(cfg.get("threads"), cfg.get("cpu_isa"))
+    ckpt_path = resume_checkpoint(cfg.get("ckpt_path"), Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
+    if ckpt_path is not None and cfg.get("ckpt_path") == "auto":  # found, not named: it must be this run's
+        check_resume_config(ckpt_path, cfg)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule, module = build_run(cfg)
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
@@ -70,7 +74,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer: pl.Trainer = hydra.utils.instantiate(
         cfg.trainer, callbacks=[*callbacks, history], logger=instantiate_loggers(cfg.get("logger")) or False
     )
-    ckpt_path = resume_checkpoint(cfg.get("ckpt_path"), Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
 
     metrics: dict[str, Any] = {"final": history.last(), "best": history.best(cfg.optimized_metric)}
