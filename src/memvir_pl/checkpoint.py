@@ -57,7 +57,7 @@ def training_differences(saved: dict[str, Any], current: dict[str, Any]) -> list
 def check_resume_config(path: str | Path, cfg: DictConfig) -> None:
     """Raise :class:`ResumeConfigError` unless the checkpoint at ``path`` was written under the
     same training configuration as ``cfg`` (:func:`training_differences` is empty)."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    checkpoint = read_checkpoint(path)
     current = {key: OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key]) else cfg[key]
                for key in TRAINING_KEYS if key in cfg}
     if CONFIG_KEY not in checkpoint:
@@ -73,6 +73,12 @@ def check_resume_config(path: str | Path, cfg: DictConfig) -> None:
         )
 
 
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint dict of an existing file, memory-mapped: a tensor is read from disk only
+    when used (a look at the config does not read the weights, memory or optimiser state)."""
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """The checkpoint dict; a clear error when the file is missing or was not written by memvir_pl.train.
 
@@ -85,7 +91,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             f"checkpoint {path} does not exist; pass ckpt_path=<run dir>/checkpoints/last.ckpt "
             "(or epoch_NNN.ckpt) of a memvir_pl.train run."
         )
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    checkpoint = read_checkpoint(path)
     if CONFIG_KEY not in checkpoint:
         raise ValueError(
             f"{path} has no '{CONFIG_KEY}' entry: it was not written by memvir_pl.train, so the model and "

@@ -314,9 +314,10 @@ class DMLDataModule(pl.LightningDataModule):
 
         if strategy is not None and strategy.world_size > 1 and self.feature_cache_dir is not None:
             if strategy.is_global_zero:
-                load()
+                self._features[name] = load()
             strategy.barrier("memvir_pl_features")
-        self._features[name] = load()
+        if name not in self._features:
+            self._features[name] = load()
         return self._features[name]
 
     def _split_digest(self, split: ImageList | GlyphSplit | EmojiSplit) -> str:
