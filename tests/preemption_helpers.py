@@ -9,7 +9,8 @@ Added to a real ``python -m memvir_pl.train`` run from the command line::
 forward), ``backward`` (after the forward and the MemVir push, before the backward: mid-step),
 ``optimizer`` (before the optimiser step), ``val`` (before validation batch BATCH of epoch EPOCH),
 ``epoch_end`` (in ``on_train_epoch_end``; BATCH is ignored), ``test`` (before test batch BATCH;
-EPOCH is ignored).
+EPOCH is ignored). ``+callbacks.kill.rank=R`` fires on DDP process ``R`` only (default: every
+process that reaches the point).
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ PHASES = ("batch_start", "backward", "optimizer", "val", "epoch_end", "test")
 
 
 class SignalAt(pl.Callback):
-    def __init__(self, point: str, signum: int) -> None:
+    def __init__(self, point: str, signum: int, rank: int | None = None) -> None:
         phase, epoch, batch = point.split(":")
+        self.rank = rank
         if phase not in PHASES:
             raise ValueError(f"SignalAt: phase {phase!r} is not one of {PHASES}")
         self.phase, self.epoch, self.batch = phase, int(epoch), int(batch)
@@ -33,7 +35,7 @@ class SignalAt(pl.Callback):
         self.fired = False
 
     def _maybe_fire(self, trainer: pl.Trainer, phase: str, batch: int) -> None:
-        if self.fired or trainer.sanity_checking:
+        if self.fired or trainer.sanity_checking or (self.rank is not None and trainer.global_rank != self.rank):
             return
         if phase != self.phase:
             return

@@ -166,18 +166,23 @@ def test_a_kill_during_the_checkpoint_write_keeps_the_old_file(tmp_path):
 
 
 # ---------------------------------------------------------------------- the soak test
-def _run(run_dir: Path, cwd: Path, extra: list[str], kill: tuple[str, int] | None = None) -> int:
+def _run(run_dir: Path, cwd: Path, extra: list[str], kill: tuple[str, int] | None = None,
+         rank: int | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    """``python -m memvir_pl.train`` on SOAK + ``extra``, killed at ``kill`` (on DDP process ``rank`` only
+    when given); a run without a kill must succeed unless ``check`` is False."""
     args = [*SOAK, f"hydra.run.dir={run_dir}", *extra]
     if kill is not None:
         args += ["+callbacks.kill._target_=tests.preemption_helpers.SignalAt", f"+callbacks.kill.point={kill[0]}",
                  f"+callbacks.kill.signum={int(kill[1])}"]
+        if rank is not None:
+            args.append(f"+callbacks.kill.rank={rank}")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)]),
            "MEMVIR_CACHE": str(cwd / ".cache"), "OMP_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, "-m", "memvir_pl.train", *args], cwd=cwd, env=env,
                             capture_output=True, text=True, timeout=600)
-    if kill is None:
+    if kill is None and check:
         assert result.returncode == 0, result.stderr[-3000:]
-    return result.returncode
+    return result
 
 
 def _chain(run_dir: Path, cwd: Path, kills: list[tuple[str, int]], resume: str) -> list[int]:
@@ -185,7 +190,7 @@ def _chain(run_dir: Path, cwd: Path, kills: list[tuple[str, int]], resume: str) 
     codes = []
     extra: list[str] = []
     for kill in kills:
-        codes.append(_run(run_dir, cwd, extra, kill))
+        codes.append(_run(run_dir, cwd, extra, kill).returncode)
         extra = [f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}" if resume == "path" else "ckpt_path=auto"]
         assert resume == "auto" or (run_dir / "checkpoints" / "last.ckpt").is_file()
     _run(run_dir, cwd, extra)
@@ -249,6 +254,68 @@ def test_soak_killed_runs_end_bit_identical_to_an_uninterrupted_run(tmp_path):
     _assert_same(_final_state(tmp_path / "kill"), expected, "SIGKILL x2")
 
 
+# ---------------------------------------------------------------------- DDP
+DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true",
+       "trainer.deterministic=true"]
+
+
+@pytest.mark.slow
+@pytest.mark.ddp
+def test_a_signal_to_one_ddp_process_stops_both_after_the_same_step(tmp_path):
+    """2 processes (gloo): SIGTERM to rank 0 only, then (another run) to rank 1 only, mid-step in epoch 1.
+    Both processes stop after the same step, the job exits with 75 and one last.ckpt holds the position of
+    both; resumed on 2 processes, each run ends bit-identical to an uninterrupted one. The same mid-epoch
+    checkpoint is refused on 1 process (2 -> 1), and a 1-process one on 2 processes (1 -> 2), with an
+    error that names both counts, and the refused resume leaves the checkpoint as it was."""
+    (tmp_path / "reference").mkdir()
+    _run(tmp_path / "reference" / "run", tmp_path / "reference", DDP)
+    expected = _final_state(tmp_path / "reference" / "run")
+    assert expected["global_step"] == 2 * STEPS_PER_EPOCH
+    for rank in (0, 1):
+        run_dir = tmp_path / f"rank{rank}"
+        stopped = _run(run_dir, tmp_path, DDP, kill=("backward:0:3", signal.SIGTERM), rank=rank)
+        assert stopped.returncode == EXIT_RESUMABLE, stopped.stderr[-3000:]
+        last = run_dir / "checkpoints" / "last.ckpt"
+        at_signal = torch.load(last, weights_only=True)
+        assert at_signal["global_step"] == 4  # batch 3 was the 4th step of each process
+        assert at_signal["DMLDataModule"]["train_position"] == {"epoch": 0, "batches_done": 4, "num_replicas": 2,
+                                                                "global_batches_done": 8}
+        if rank == 1:  # 2 -> 1 processes: refused before training, the checkpoint untouched
+            written = last.read_bytes()
+            single = _run(run_dir, tmp_path, [f"ckpt_path={last}"], check=False)
+            assert single.returncode != 0
+            assert "by 2 training process(es)" in single.stderr and "this run has 1" in single.stderr, \
+                single.stderr[-3000:]
+            assert last.read_bytes() == written
+        _run(run_dir, tmp_path, [*DDP, "ckpt_path=auto"])
+        _assert_same(_final_state(run_dir), expected, f"SIGTERM to rank {rank}")
+    one = tmp_path / "one"  # 1 -> 2 processes
+    assert _run(one, tmp_path, [], kill=("backward:0:3", signal.SIGTERM)).returncode == EXIT_RESUMABLE
+    double = _run(one, tmp_path, [*DDP, f"ckpt_path={one / 'checkpoints' / 'last.ckpt'}"], check=False)
+    assert double.returncode != 0
+    assert "by 1 training process(es)" in double.stderr and "this run has 2" in double.stderr, double.stderr[-3000:]
+
+
+def test_a_mid_epoch_position_is_refused_on_another_process_count():
+    labels = np.repeat(np.arange(20), 6)
+    position = {"epoch": 2, "batches_done": 3, "num_replicas": 2, "global_batches_done": 6}
+
+    def epoch_two(make, **kwargs) -> list:
+        sampler = make(**kwargs)
+        sampler.set_epoch(2)
+        return list(sampler)
+
+    for make in (lambda **kw: ClassBalancedBatchSampler(labels, 12, 3, seed=4, **kw),
+                 lambda **kw: ShuffledBatchSampler(len(labels), 12, seed=4, **kw)):
+        whole = epoch_two(make, num_replicas=2, rank=1)
+        assert epoch_two(make, resume=position, num_replicas=2, rank=1) == whole[3:]
+        for world in (1, 4):
+            with pytest.raises(ValueError, match=f"by 2 training process.*this run has {world}"):
+                make(resume=position, num_replicas=world, rank=0)
+        legacy = {"epoch": 2, "batches_done": 3}  # written before the count was saved: taken as this run's
+        assert epoch_two(make, resume=legacy, num_replicas=4, rank=0) == epoch_two(make, num_replicas=4, rank=0)[3:]
+
+
 # ---------------------------------------------------------------------- SLURM requeue
 @pytest.mark.parametrize("submitit", [False, True])
 def test_sigusr1_in_a_slurm_job_checkpoints_then_requeues(tmp_path, monkeypatch, submitit):
@@ -276,7 +343,8 @@ def test_sigusr1_in_a_slurm_job_checkpoints_then_requeues(tmp_path, monkeypatch,
     assert stopped.value.code == EXIT_RESUMABLE
     checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["global_step"] == 3
-    assert checkpoint["DMLDataModule"]["train_position"] == {"epoch": 0, "batches_done": 3}
+    assert checkpoint["DMLDataModule"]["train_position"] == {"epoch": 0, "batches_done": 3, "num_replicas": 1,
+                                                             "global_batches_done": 3}
     if submitit:
         assert handled == [signal.SIGUSR1] and not calls.exists()
     else:
@@ -380,7 +448,8 @@ def test_sigterm_mid_accumulation_stops_after_the_step_and_resumes_exactly(tmp_p
     last = tmp_path / "killed" / "checkpoints" / "last.ckpt"
     at_signal = torch.load(last, weights_only=True)
     assert at_signal["global_step"] == 2  # batches 0-1 and 2-3 are the first two optimiser steps
-    assert at_signal["DMLDataModule"]["train_position"] == {"epoch": 0, "batches_done": 4}
+    assert at_signal["DMLDataModule"]["train_position"] == {"epoch": 0, "batches_done": 4, "num_replicas": 1,
+                                                            "global_batches_done": 4}
     train(compose_config([*accumulate, f"ckpt_path={last}"], tmp_path / "killed"))
 
     def final(run: str) -> dict:

@@ -49,17 +49,22 @@ EXIT_RESUMABLE = 75
 
 # ---------------------------------------------------------------------- position and RNG state
 def train_position(trainer: pl.Trainer) -> dict[str, int] | None:
-    """Where the training epoch in progress stands: ``{"epoch": e, "batches_done": k}`` (this
-    process's batches of epoch ``e``, counted from 0, that are trained), or ``None`` between epochs.
+    """Where the training epoch in progress stands, or ``None`` between epochs::
 
-    ``k`` is the loop's count of batches fetched for training, the count Lightning assumes the
-    train loader skips when it restarts mid-epoch.
+        {"epoch": e, "batches_done": k, "num_replicas": W, "global_batches_done": k * W}
+
+    ``k``: this process's batches of epoch ``e`` (counted from 0) that are trained, the loop's
+    count of batches fetched for training (the count Lightning assumes the train loader skips
+    when it restarts mid-epoch); every one of the ``W`` processes has trained as many (they stop
+    after the same step), so the epoch's first ``k * W`` batches are done.
     """
     fit_loop = trainer.fit_loop
     epochs = fit_loop.epoch_progress.current
     if epochs.started <= epochs.processed:  # no epoch in progress (before it, or its batches are all done)
         return None
-    return {"epoch": int(epochs.processed), "batches_done": int(fit_loop.epoch_loop.batch_progress.current.ready)}
+    done, world = int(fit_loop.epoch_loop.batch_progress.current.ready), int(trainer.world_size)
+    return {"epoch": int(epochs.processed), "batches_done": done, "num_replicas": world,
+            "global_batches_done": done * world}
 
 
 def rng_states() -> dict[str, Any]:
@@ -206,6 +211,17 @@ def _request_stop(trainer: pl.Trainer, stop: bool = True) -> None:
     trainer._signal_connector.received_sigterm = stop
 
 
+def _any_rank(trainer: pl.Trainer, decision: bool) -> bool:
+    """Whether ``decision`` holds on any process (one all-reduce under DDP; the value itself on one).
+
+    Every process must call it at the same point: it is how the ranks agree to stop after the
+    same step when a signal reached only some of them, or reached them at different steps.
+    """
+    if trainer.world_size <= 1:
+        return decision
+    return trainer.strategy.reduce_boolean_decision(decision, all=False)
+
+
 def _at_optimizer_step(trainer: pl.Trainer) -> bool:
     """Whether the training batch just done ended an optimiser step (with gradient accumulation,
     the batches before the last of a step only add to the gradients, which a checkpoint does not
@@ -259,6 +275,12 @@ class PreemptionCheckpoint(pl.Callback):
     submitit's requeue handler) is called; otherwise, inside a SLURM job and for a signal in
     ``requeue_signals``, the job is requeued with ``scontrol requeue``.
 
+    Under DDP the processes agree at every step boundary (one all-reduce of a stop flag) and all
+    stop after the same step, whether the signal reached every process, one of them, or each at
+    another step; a process that started others (Lightning's DDP launcher) forwards the signal to
+    them. With ``accumulate_grad_batches`` > 1 the run stops only after an optimiser step, never
+    with a partly accumulated gradient.
+
     A signal while testing, validating or predicting writes nothing (the module then holds the
     evaluated weights, not the training state) and exits with 75 too.
 
@@ -295,6 +317,8 @@ class PreemptionCheckpoint(pl.Callback):
         self.received: signal.Signals | None = None  # the first signal of this run
         self._before: dict[signal.Signals, Any] = {}  # handlers installed before the run
         self._installed = False
+        self._launcher: Any = None  # the DDP launcher that started the other processes (it forwards signals)
+        self._stop_agreed = False  # every process agreed to stop after the current step
 
     @property
     def ckpt_path(self) -> Path:
@@ -306,9 +330,11 @@ class PreemptionCheckpoint(pl.Callback):
             self._before = {s: signal.getsignal(s) for s in self.signals}
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.received = None
+        self._stop_agreed = False
         if threading.current_thread() is not threading.main_thread():
             return  # signals reach the main thread only; Lightning's own SIGTERM handling stays
-        self.received = None
+        self._launcher = trainer.strategy.launcher
         for signum in self.signals:
             signal.signal(signum, self._on_signal)
         self._installed = True
@@ -318,6 +344,15 @@ class PreemptionCheckpoint(pl.Callback):
             self.received = signal.Signals(signum)
             print(f"memvir_pl: received {self.received.name}; stopping after the current step to write "
                   f"{self.ckpt_path}", file=sys.stderr, flush=True)
+            kill = getattr(self._launcher, "kill", None)
+            if callable(kill):  # the DDP processes this one started get the signal too, as Lightning's handler does
+                kill(signum)
+
+    def _stop_if_any_rank_received(self, trainer: pl.Trainer) -> None:
+        """At a step boundary every process reaches alike: stop there if any process got a signal."""
+        if _any_rank(trainer, self.received is not None):
+            self._stop_agreed = True
+            _request_stop(trainer)
 
     def _restore_handlers(self) -> None:
         if self._installed and threading.current_thread() is threading.main_thread():
@@ -327,20 +362,19 @@ class PreemptionCheckpoint(pl.Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        if self.received is not None and _at_optimizer_step(trainer):
-            _request_stop(trainer)
+        if _at_optimizer_step(trainer):
+            self._stop_if_any_rank_received(trainer)
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.received is not None:  # finish validation (its metrics are not in checkpoints)
+        if self._stop_agreed:  # finish validation first (its metrics are not in checkpoints)
             _request_stop(trainer, False)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.received is not None and not trainer.sanity_checking and _at_optimizer_step(trainer):
-            _request_stop(trainer)
+        if trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking and _at_optimizer_step(trainer):
+            self._stop_if_any_rank_received(trainer)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.received is not None:
-            _request_stop(trainer)
+        self._stop_if_any_rank_received(trainer)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._restore_handlers()

@@ -99,8 +99,10 @@ class EpochBatchSampler(BatchSampler):
         drop_last: round the number of batches down instead of up.
         num_replicas, rank: the DDP world size and this process's rank (default 1, 0).
         sampler: a DistributedSampler to take ``num_replicas``/``rank``/epoch from.
-        resume: ``{"epoch": e, "batches_done": k}``: the first iteration of epoch ``e`` skips this
-            process's first ``k`` batches (a run resumed mid-epoch); ``None`` skips nothing.
+        resume: ``{"epoch": e, "batches_done": k[, "num_replicas": W]}``: the first iteration of
+            epoch ``e`` skips this process's first ``k`` batches (a run resumed mid-epoch); ``None``
+            skips nothing. A position saved by ``W`` processes is refused on another count (its
+            per-process count would repeat or skip batches of the global order).
     """
 
     def __init__(
@@ -124,6 +126,7 @@ class EpochBatchSampler(BatchSampler):
         self.seed = seed
         self.drop_last = drop_last
         self.resume = dict(resume) if resume else None
+        check_resume_world(self.resume, self.num_replicas)
         rounding = math.floor if drop_last else math.ceil
         self._per_rank = rounding(rounding(self._num_batches()) / self.num_replicas)
         if self._per_rank == 0:
@@ -169,6 +172,21 @@ class EpochBatchSampler(BatchSampler):
         batches, seeds = self.epoch_batches(epoch), self.batch_seeds(epoch)
         for j in mine:
             yield SeededBatch(batches[j].tolist(), int(seeds[j]))
+
+
+def check_resume_world(resume: Mapping[str, int] | None, num_replicas: int) -> None:
+    """Raise ``ValueError`` when a mid-epoch position saved by ``resume["num_replicas"]`` processes
+    is resumed on ``num_replicas`` (a position without the count is taken as this one's)."""
+    saved = None if resume is None else resume.get("num_replicas")
+    if saved is None or int(saved) == num_replicas:
+        return
+    raise ValueError(
+        f"the checkpoint was written in the middle of epoch {resume['epoch']} by {saved} training process(es) "
+        f"({resume.get('global_batches_done', '?')} of the epoch's batches done), and this run has {num_replicas}: "
+        f"the batches of an epoch are dealt out by process count, so resuming mid-epoch on another count would "
+        f"repeat or skip batches. Resume with {saved} process(es) (trainer.devices x trainer.num_nodes); the "
+        f"last.ckpt written at the end of that epoch can then be resumed on any count."
+    )
 
 
 class ClassBalancedBatchSampler(EpochBatchSampler):
