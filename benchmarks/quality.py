@@ -12,7 +12,8 @@ the baseline at ``E`` (MemVir trained longer, as the paper does) and the budget-
 (``virtual_proxies-N3-M20``) is a settings sweep, chosen on validation alone; those in
 ``BOTH_ARMS`` (the lr schedules) change the baseline too, and a regime's ``ablation_baseline``
 (e.g. ``const``) is also compared arm against arm like the plain runs. ``--summary`` draws
-every regime's differences in one figure.
+every regime's differences in one figure; ``--rule`` writes the one-table summary over regimes and what
+the recommendation rule (``quality_bench/rule.py``) says.
 
 Every run also evaluates the test classes at each validation; the report's protocol audit
 sets our protocol (test at the epoch chosen on validation) beside the official code's (the
@@ -78,6 +79,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="only build/load conf/data/DATA.yaml's glyph set and write its report")
     p.add_argument("--tiny", action="store_true",
                    help="smoke test: regime tiny (a few steps, zero-shot row included), 1 seed, NormSoftmax")
+    p.add_argument("--rule", nargs="+", metavar="REGIME", default=None,
+                   help="only write quality_rule.md: the one-table summary of these regimes (baseline, MemVir and "
+                        "its virtual-proxy parts) and what the recommendation rule says")
     p.add_argument("--summary", nargs="+", metavar="REGIME", default=None,
                    help="only draw quality_summary.png: Δ R@1 of every comparison and ablation of these regimes")
     return p.parse_args(argv)
@@ -95,6 +99,12 @@ def main(argv: Sequence[str] | None = None) -> Path | str:
     out_dir = args.out or RESULTS
     cache_dir = out_dir / "runs" / args.regime
     work_dir = (args.work_dir or out_dir.parent / "quality_work") / args.regime
+    if args.rule:
+        from quality_bench.rule import rule_report
+
+        path = rule_report(args.rule, out_dir / "runs", out_dir / "quality_rule.md", command)
+        print(path.read_text())
+        return path
     if args.summary:
         path = report.summary_plot(args.summary, out_dir / "runs", out_dir / "quality_summary.png")
         print(path)

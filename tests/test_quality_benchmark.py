@@ -162,6 +162,64 @@ def _record(memvir, ablation, seed, r1, epochs=8):
             "seed": seed, "test": {"test/recall@1": r1 / 100, "test/map@r": r1 / 200}}
 
 
+def _rule_record(loss, memvir, ablation, seed, r1, map_r, epochs, val=0.3):
+    return {"loss": loss, "memvir": memvir, "ablation": ablation, "epochs": epochs, "seed": seed,
+            "test": {"test/recall@1": r1 / 100, "test/map@r": map_r / 100},
+            "best": {"val/map@r": val, "val/recall@1": val, "epoch": epochs}}
+
+
+def test_the_rule_compares_each_part_with_the_same_lr_baseline_and_reads_mean_and_2_se(tmp_path):
+    """Two regimes by hand: (vi) with the const baseline and a swept part (the setting chosen on validation,
+    not the better-testing one), (i-b) with the plain baseline. NormSoftmax: virtual proxies +1 and +0.5 R@1
+    (mean +0.75), MAP@R +1 and -0.2 (-0.2 ± 0.1 is not below 0 by more than 2 SE); ProxyAnchor: +0.5 in (vi)
+    only. Then ProxyAnchor's (vi) virtual proxies at -1 ± 0.2: below 0 by more than 2 SE, the rule says no."""
+    from quality_bench.rule import regime_cells, rule_report, verdict
+
+    e6, e1 = REGIMES["emoji_frozen"].epochs, REGIMES["glyphs_cnn_few"].epochs
+    assert REGIMES["emoji_frozen"].ablation_baseline == "const" and REGIMES["glyphs_cnn_few"].ablation_baseline == ""
+    vi, ib = tmp_path / "runs" / "emoji_frozen", tmp_path / "runs" / "glyphs_cnn_few"
+    vi.mkdir(parents=True)
+    ib.mkdir(parents=True)
+    spread = (-0.1, 0.1)  # seeds 0, 1: std 0.1414, Welch SE of a difference of two such arms 0.1414
+    records = {vi: [], ib: []}
+    for seed, d in enumerate(spread):
+        for loss in ("norm_softmax", "proxy_anchor"):
+            records[vi] += [_rule_record(loss, False, "const", seed, 50 + d, 20 + d, e6),
+                            _rule_record(loss, False, "", seed, 40 + d, 15 + d, e6),  # step decay: not the reference
+                            _rule_record(loss, True, "", seed, 48 + d, 19 + d, e6)]
+        records[vi] += [_rule_record("norm_softmax", True, "virtual_proxies-N10-M5", seed, 51 + d, 21 + d, e6, 0.4),
+                        _rule_record("norm_softmax", True, "virtual_proxies-N1-M5", seed, 60 + d, 30 + d, e6, 0.2),
+                        _rule_record("proxy_anchor", True, "virtual_proxies-N10-M5", seed, 50.5 + d, 20 + d, e6, 0.4)]
+        records[ib] += [_rule_record("norm_softmax", False, "", seed, 70 + d, 30 + d, e1),
+                        _rule_record("norm_softmax", True, "virtual_proxies", seed, 70.5 + d, 29.8 + d, e1)]
+    for folder, rs in records.items():
+        for i, r in enumerate(rs):
+            (folder / f"{i}.json").write_text(json.dumps(r))
+    cells = {"emoji_frozen": regime_cells(REGIMES["emoji_frozen"], records[vi]),
+             "glyphs_cnn_few": regime_cells(REGIMES["glyphs_cnn_few"], records[ib])}
+    vp = cells["emoji_frozen"]["norm_softmax"]["virtual proxies"]
+    assert vp.seeds == 2 and vp.baseline == pytest.approx(50) and vp.arm == pytest.approx(51)  # N10 chosen on val
+    assert vp.deltas["recall@1"] == pytest.approx((1.0, 0.1414), abs=1e-3)
+    assert cells["emoji_frozen"]["norm_softmax"]["MemVir"].deltas["recall@1"][0] == pytest.approx(-2.0)
+    assert "virtual proxies masked" not in cells["emoji_frozen"]["norm_softmax"]
+    assert cells["glyphs_cnn_few"]["norm_softmax"]["virtual proxies"].deltas["map@r"][0] == pytest.approx(-0.2)
+    v = verdict(cells, "virtual proxies")
+    assert v.holds is True and v.failing == []
+    assert v.means["norm_softmax"] == pytest.approx({"recall@1": 0.75, "map@r": 0.4})
+    assert v.regimes["proxy_anchor"] == ["emoji_frozen"]
+    assert verdict(cells, "virtual proxies masked").holds is None  # no regime has it
+    assert verdict(cells, "MemVir").holds is False
+    text = rule_report(["emoji_frozen", "glyphs_cnn_few"], tmp_path / "runs", tmp_path / "rule.md", "cmd").read_text()
+    assert "| virtual proxies | NormSoftmax | emoji_frozen, glyphs_cnn_few | +0.75 | +0.40 | none | **yes** |" in text
+    records[vi] = [r for r in records[vi]
+                   if not (r["loss"] == "proxy_anchor" and r["ablation"].startswith("virtual_proxies"))]
+    records[vi] += [_rule_record("proxy_anchor", True, "virtual_proxies-N10-M5", seed, 49 + 2 * d, 20, e6)
+                    for seed, d in enumerate(spread)]
+    cells["emoji_frozen"] = regime_cells(REGIMES["emoji_frozen"], records[vi])
+    v = verdict(cells, "virtual proxies")
+    assert v.holds is False and v.failing == ["emoji_frozen ProxyAnchor recall@1"]
+
+
 def test_ablation_rows_compare_with_default_memvir_and_the_matching_baseline():
     records = [_record(False, "", s, 90 + s) for s in (0, 1)]
     records += [_record(True, "", s, 86 + s) for s in (0, 1)]
@@ -444,6 +502,58 @@ def test_memvir_drift_measures_stale_proxies_against_current_ones(tmp_path, stor
     assert row == f"| run | last.ckpt | 3 | 7 | 2 | {cosines} | 0.7333 | {'100.0 %' if store_rows else '–'} |"
     with pytest.raises(ValueError, match="no MemVirCallback state"):
         drift.drift({"callbacks": {}, "state_dict": {"loss.proxies": current}})
+
+
+@pytest.mark.parametrize("loss_name", ["norm_softmax", "proxy_nca"])
+def test_own_copy_push_equals_a_loop_over_rows_and_follows_the_proxys_motion(loss_name):
+    """The push of c's old proxies on a row, computed for the batch, equals a loop that differentiates each
+    row's own loss with and without its own-class logits (these losses are means of per-row terms); and a
+    row on its class's proxy, whose proxy moved along u since the snapshot, is pushed along u."""
+    import torch
+    import torch.nn.functional as F
+
+    from memvir_pl.losses import NormSoftmax, ProxyNCA
+
+    drift = _load_benchmark("memvir_drift")
+    torch.manual_seed(0)
+    num_classes, dim, batch = 4, 6, 10
+    loss = {"norm_softmax": NormSoftmax, "proxy_nca": ProxyNCA}[loss_name](num_classes, dim)
+    blocks = [F.normalize(loss.proxies.detach() + 0.3 * torch.randn(num_classes, dim), dim=1) for _ in range(2)]
+    rows, labels = torch.randn(batch, dim), torch.randint(0, num_classes, (batch,))
+    stats = drift.push_statistics(loss, rows, labels, blocks)
+    proxies = torch.cat([loss.proxies.detach(), *blocks]).double()
+    motion_cos, own_cos, share = [], [], []
+    for i in range(batch):
+        row = rows[i:i + 1].double().requires_grad_(True)
+        keep = [p for p in range(3 * num_classes) if p == labels[i] or p % num_classes != labels[i]]
+        whole = torch.autograd.grad(loss.compute(row, labels[i:i + 1], proxies, 3 * num_classes), row)[0][0]
+        masked_logits = torch.full((1, 3 * num_classes), True)
+        masked_logits[0, keep] = False
+        masked = torch.autograd.grad(loss.compute(row, labels[i:i + 1], proxies, 3 * num_classes,
+                                                  logit_mask=masked_logits), row)[0][0]
+        push, unit = masked - whole, F.normalize(rows[i].double(), dim=0)
+
+        def tangent(v, unit=unit):
+            return v - (v @ unit) * unit
+
+        own = F.normalize(loss.proxies.detach()[labels[i]].double(), dim=0)
+        motion = own - F.normalize(blocks[0][labels[i]].double(), dim=0)
+        motion_cos.append(F.cosine_similarity(tangent(push), tangent(motion), dim=0))
+        own_cos.append(F.cosine_similarity(tangent(push), tangent(own), dim=0))
+        share.append(push.norm() / whole.norm())
+    assert stats["rows"] == batch
+    assert stats["push_motion_cos"] == pytest.approx(torch.stack(motion_cos).mean().item(), abs=1e-9)
+    assert stats["push_own_cos"] == pytest.approx(torch.stack(own_cos).mean().item(), abs=1e-9)
+    assert stats["push_share"] == pytest.approx(torch.stack(share).mean().item(), rel=1e-9)
+    # hand-worked geometry: class 0's proxy e0 moved from cos(0.3) e0 - sin(0.3) e1 to e0; a row at e0
+    # is pushed away from the old position, i.e. along +e1, the way its proxy moved
+    with torch.no_grad():
+        loss.proxies.copy_(torch.eye(num_classes, dim))
+    old = torch.eye(num_classes, dim)
+    old[0] = torch.tensor([math.cos(0.3), -math.sin(0.3), 0, 0, 0, 0])
+    row = torch.tensor([[1.0, 0.0, 0.0, 0.0, 0.0, 0.01]])
+    geometry = drift.push_statistics(loss, row, torch.tensor([0]), [old])
+    assert geometry["push_motion_cos"] > 0.99
 
 
 def test_a_part_with_its_own_n_and_m_is_an_ablation_of_every_loss_at_the_regimes_long_budget():
