@@ -63,6 +63,26 @@ def write_cars(root: Path) -> dict[str, list[tuple[Path, int]]]:
     return expected
 
 
+def write_cars_folders(root: Path) -> dict[str, list[tuple[Path, int]]]:
+    """The class-folder copy of CARS196: anno_{train,test}.csv (no header) and
+    car_data/car_data/{train,test}/<class name>/<file>; its train and test folders both hold
+    classes of both DML halves (the classification split), which the DML split must ignore."""
+    rows = {"train": [(1, "AM General Hummer SUV 2000"), (99, "Ram C-V Cargo Van Minivan 2012"),
+                      (196, "smart fortwo Convertible 2012")],
+            "test": [(1, "AM General Hummer SUV 2000"), (98, "Mercedes-Benz Sprinter Van 2012"),
+                     (150, "Lamborghini Diablo Coupe 2001")]}
+    expected: dict[str, list[tuple[Path, int]]] = {"train": [], "test": []}
+    for split, items in rows.items():
+        lines = []
+        for k, (class_id, class_name) in enumerate(items):
+            name = f"{k + 1:05d}.jpg"  # the same file names in both folders, as in the copy
+            path = write_image(root / "car_data" / "car_data" / split / class_name / name, seed=300 + 10 * k + len(split))
+            lines.append(f"{name},1,2,20,15,{class_id}")
+            expected["train" if class_id <= 98 else "test"].append((path, class_id))
+        (root / f"anno_{split}.csv").write_text("\n".join(lines) + "\n")
+    return expected
+
+
 def write_sop(root: Path) -> dict[str, list[tuple[Path, int]]]:
     """Stanford_Online_Products layout: Ebay_train.txt / Ebay_test.txt with a header line."""
     splits = {"train": [(1, 1), (1, 1), (7, 2), (7, 2), (3, 1)], "test": [(9, 3), (9, 3), (12, 4)]}

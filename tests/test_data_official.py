@@ -17,6 +17,7 @@ from memvir_pl.data.records import make_image_list
 from tests.data_fixtures import (
     contiguous,
     write_cars,
+    write_cars_folders,
     write_cub,
     write_folder,
     write_image,
@@ -68,6 +69,25 @@ def test_cars_ignores_test_flag_and_splits_at_class_98(tmp_path):
     assert splits["train"].labels.tolist() == [0, 0, 1, 2, 2]
 
 
+def test_cars_class_folder_copy_reads_as_the_original_split_by_class_id(tmp_path):
+    expected = write_cars_folders(tmp_path)
+    splits = load_file_dataset("cars", tmp_path)
+    assert splits["train"].classes == ("1", "98") and splits["test"].classes == ("99", "150", "196")
+    for split, rows in expected.items():
+        assert sorted(splits[split].paths) == sorted(str(path) for path, _ in rows)
+    (tmp_path / "car_data" / "car_data" / "test" / "Lamborghini Diablo Coupe 2001" / "00003.jpg").unlink()
+    with pytest.raises(FileNotFoundError, match="00003.jpg .listed in anno_test.csv. is not in"):
+        load_file_dataset("cars", tmp_path)
+
+
+def test_a_root_one_level_too_high_is_named_and_counts_are_checked(tmp_path):
+    write_cub(tmp_path / "CUB_200_2011")
+    with pytest.raises(FileNotFoundError, match=f"did you mean data.root={tmp_path / 'CUB_200_2011'}"):
+        load_file_dataset("cub", tmp_path)
+    with pytest.warns(UserWarning, match="14 images listed .* the official release has 11,788"):
+        load_file_dataset("cub", tmp_path / "CUB_200_2011")
+
+
 def test_inshop_query_gallery_flags_and_shared_labels(tmp_path):
     expected = write_inshop(tmp_path)
     test = load_file_dataset("inshop", tmp_path)["test"]
@@ -91,7 +111,7 @@ def test_folder_skips_non_images(tmp_path):
     ("name", "missing", "url_part"),
     [
         ("cub", "image_class_labels.txt", "cub_200_2011"),
-        ("cars", "cars_annos.mat", "car_dataset"),
+        ("cars", "cars_annos.mat", "fetch cars"),
         ("sop", "Ebay_test.txt", "lifted_struct"),
         ("inshop", "list_eval_partition.txt", "DeepFashion"),
         ("folder", "test", "train/<class>"),
