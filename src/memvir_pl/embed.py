@@ -145,4 +145,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from memvir_pl.cli import run
+
+    run("memvir-embed")

@@ -20,7 +20,6 @@ import hashlib
 import json
 import logging
 import os
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -331,5 +330,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    sys.argv[1:] = hydra_args(sys.argv[1:])
-    main()
+    from memvir_pl.cli import run
+
+    run("memvir-search")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     pl.seed_everything(cfg.seed, workers=True)
     datamodule, module = build_run(cfg)
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    check_validation_split(cfg, datamodule, callbacks)
     memvir = cfg.get("memvir")
     if memvir and memvir.get("_target_"):
         callbacks.append(hydra.utils.instantiate(memvir))
@@ -88,6 +90,33 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
         print_metrics_table(run_rows(metrics), title=f"{cfg.task_name}: retrieval metrics ({output_dir / 'metrics.json'})")
     return metrics
+
+
+def is_sweep() -> bool:
+    """Whether this run is one job of a Hydra multirun (a sweep)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def check_validation_split(cfg: DictConfig, datamodule: pl.LightningDataModule, callbacks: list) -> None:
+    """Refuse a sweep that optimises a metric measured on the test split, and warn loudly when a
+    monitored metric (the checkpoint that is tested) is: the datamodule validates on test."""
+    if not getattr(datamodule, "validates_on_test", False):
+        return
+    advice = ("data.val_fraction=0.1 holds out 10 % of the training classes for validation (the test classes "
+              "are then used only for the final test)")
+    if is_sweep() and str(cfg.optimized_metric).startswith("val/"):
+        raise ValueError(
+            f"this sweep optimises {cfg.optimized_metric}, but data.val_fraction=0: the validation split is the "
+            f"test split of data={cfg.data.dataset}, so the sweep would tune on the test classes. Set {advice}.")
+    monitored = sorted({m for c in callbacks if str(m := getattr(c, "monitor", None) or "").startswith("val/")})
+    if monitored:
+        warnings.warn(
+            f"\n{'!' * 78}\ndata.val_fraction=0: the validation split IS the test split of data={cfg.data.dataset} "
+            f"(the papers' protocol). {', '.join(monitored)}, which chooses the checkpoint that is tested, is measured "
+            f"on the test classes. For a result not tuned on test, set {advice}.\n{'!' * 78}", stacklevel=2)
 
 
 class EpochHistory(pl.Callback):
@@ -132,4 +161,6 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    from memvir_pl.cli import run
+
+    run("memvir-train")

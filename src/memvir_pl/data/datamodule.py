@@ -233,6 +233,12 @@ class DMLDataModule(pl.LightningDataModule):
         self._load()
 
     @property
+    def validates_on_test(self) -> bool:
+        """Whether the validation split is the test split: a file dataset with ``val_fraction=0``
+        (as the papers evaluate). Then a metric that chooses a checkpoint is measured on test."""
+        return self.dataset in DATASETS and not self.val_fraction
+
+    @property
     def num_classes(self) -> int:
         """Number of training classes (reads only annotations, or the cached glyph set)."""
         return self._load()["train"].num_classes
