@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+
+
+def run_id(output_dir: str) -> str:
+    """A stable id of a run directory (16 hex digits of the SHA-1 of its absolute path): a logger run
+    resumed in the same directory (a requeued job, ``ckpt_path=auto``) keeps its id (W&B's ``id``)."""
+    return hashlib.sha1(str(Path(output_dir).resolve()).encode()).hexdigest()[:16]
+
+
+OmegaConf.register_new_resolver("memvir_run_id", run_id, replace=True)
 
 
 def _config_dir() -> Path:

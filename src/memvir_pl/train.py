@@ -9,7 +9,6 @@ directory.
 from __future__ import annotations
 
 import json
-import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from memvir_pl.checkpoint import check_resume_config
 from memvir_pl.config import CONFIG_DIR, instantiate_callbacks, instantiate_loggers
 from memvir_pl.config_types import check_config_types
+from memvir_pl.loggers import EpochHistory, finish_loggers, log_config
 from memvir_pl.losses.base import VirtualClassLoss
 from memvir_pl.preemption import resume_checkpoint
 from memvir_pl.report import print_metrics_table, run_rows
@@ -73,9 +73,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if memvir and memvir.get("_target_"):
         callbacks.append(hydra.utils.instantiate(memvir))
     history = EpochHistory()  # before the checkpoint callbacks (Lightning runs those last): saved up to date
-    trainer: pl.Trainer = hydra.utils.instantiate(
-        cfg.trainer, callbacks=[*callbacks, history], logger=instantiate_loggers(cfg.get("logger")) or False
-    )
+    loggers = instantiate_loggers(cfg.get("logger"))
+    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=[*callbacks, history], logger=loggers or False)
+    log_config(trainer.loggers, cfg)  # the loggers write on rank zero only
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
 
     metrics: dict[str, Any] = {"final": history.last(), "best": history.best(cfg.optimized_metric)}
@@ -89,6 +89,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
         print_metrics_table(run_rows(metrics), title=f"{cfg.task_name}: retrieval metrics ({output_dir / 'metrics.json'})")
+    finish_loggers(trainer.loggers)
     return metrics
 
 
@@ -117,36 +118,6 @@ def check_validation_split(cfg: DictConfig, datamodule: pl.LightningDataModule, 
             f"\n{'!' * 78}\ndata.val_fraction=0: the validation split IS the test split of data={cfg.data.dataset} "
             f"(the papers' protocol). {', '.join(monitored)}, which chooses the checkpoint that is tested, is measured "
             f"on the test classes. For a result not tuned on test, set {advice}.\n{'!' * 78}", stacklevel=2)
-
-
-class EpochHistory(pl.Callback):
-    """Keeps the validation metrics of every validated epoch (for metrics.json's final and best).
-
-    Saved in the checkpoint, so a resumed run's final and best cover the epochs before the resume too.
-    """
-
-    def __init__(self) -> None:
-        self.epochs: list[dict[str, float]] = []
-
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking:
-            return
-        row = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-        if row:
-            self.epochs.append({"epoch": trainer.current_epoch + 1, **row})
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"epochs": [dict(row) for row in self.epochs]}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.epochs = [dict(row) for row in state_dict["epochs"]]
-
-    def last(self) -> dict[str, float]:
-        return self.epochs[-1] if self.epochs else {}
-
-    def best(self, key: str) -> dict[str, float]:
-        scored = [row for row in self.epochs if key in row and not math.isnan(row[key])]
-        return max(scored, key=lambda row: row[key]) if scored else {}
 
 
 def optimized_value(metrics: dict[str, Any], key: str) -> float | None:

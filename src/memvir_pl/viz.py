@@ -181,3 +181,35 @@ def _show(ax, image: np.ndarray, colour: str, title: str) -> None:
     ax.set_yticks([])
     for spine in ax.spines.values():
         spine.set_visible(False)
+
+
+def plot_validation_curves(epochs: Sequence[dict[str, float]], keys: Sequence[str] | None = None) -> Figure:
+    """Validation metrics over the epochs: one line per metric.
+
+    Args:
+        epochs: one mapping per validated epoch, with ``"epoch"`` (1-based) and metric values in
+            [0, 1] (e.g. ``{"epoch": 5, "val/recall@1": 0.61, "val/map@r": 0.22}``).
+        keys: the metrics to draw; ``None`` = every key but ``"epoch"`` that some epoch has.
+    """
+    if not epochs:
+        raise ValueError("plot_validation_curves needs at least one validated epoch, got none.")
+    keys = list(keys) if keys is not None else sorted({k for row in epochs for k in row if k != "epoch"})
+    fig = new_figure(6.4, 3.6)
+    ax = fig.add_subplot()
+    for key in keys:
+        points = [(row["epoch"], 100 * row[key]) for row in epochs if key in row]
+        if points:
+            ax.plot(*zip(*points, strict=True), marker="o" if len(points) < 30 else None, ms=3, label=key)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("%")
+    ax.set_title("validation metrics", fontsize=10)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def figure_to_array(fig: Figure, dpi: int = 100) -> np.ndarray:
+    """The rendered ``fig`` as an (H, W, 3) uint8 RGB array."""
+    fig.set_dpi(dpi)
+    fig.canvas.draw()
+    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
