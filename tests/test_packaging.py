@@ -14,7 +14,7 @@ import pytest
 from tests.hydra_helpers import EXPERIMENTS, QUIET, REPO
 
 # what a source distribution holds (MANIFEST.in + the package): the wheel is built from these alone
-SOURCE_FILES = ("setup.py", "setup.cfg", "pyproject.toml", "MANIFEST.in", "README.md", "src", "conf")
+SOURCE_FILES = ("setup.py", "setup.cfg", "pyproject.toml", "MANIFEST.in", "README.md", "LICENSE", "src", "conf")
 TINY = ["trainer.max_epochs=1", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1",
         "+trainer.limit_test_batches=1", "data.batch_size=32", "data.eval_batch_size=256"]
 

@@ -123,7 +123,7 @@ def fetch(root: Path, sources: Sequence[Source] = SOURCES, npm: str = "npm") -> 
     root.mkdir(parents=True, exist_ok=True)
     todo = [p for p in packages(sources) if not (root / p.tarball).is_file()]
     if todo:
-        command = [npm, "pack", "--pack-destination", str(root), *(p.spec for p in todo)]
+        command = [npm, "pack", "--loglevel=warn", "--pack-destination", str(root), *(p.spec for p in todo)]
         print("running:", " ".join(shlex.quote(c) for c in command), flush=True)
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     require_packages(root, sources)
