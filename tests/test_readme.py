@@ -73,6 +73,7 @@ def hydra_overrides(words: list[str]) -> tuple[str, list[str]] | None:
         if word in ("-m", "--multirun"):
             continue
         word = re.sub(r"\$\{[A-Z_]+\}", "1", word)  # shell variables
+        word = re.sub(r"<[a-z_]+>|…|\.\.\.", "x", word)  # placeholders the user fills in
         key, _, value = word.partition("=")
         if "," in value and not value.startswith("["):
             value = value.split(",")[0]
