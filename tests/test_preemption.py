@@ -16,13 +16,9 @@ import numpy as np
 import pytest
 import torch
 
+from memvir_pl.checkpoint import CorruptCheckpointError, atomic_torch_save, resume_checkpoint
 from memvir_pl.data import ClassBalancedBatchSampler, DMLDataModule, ShuffledBatchSampler
-from memvir_pl.preemption import (
-    EXIT_RESUMABLE,
-    CorruptCheckpointError,
-    atomic_torch_save,
-    resume_checkpoint,
-)
+from memvir_pl.preemption import EXIT_RESUMABLE
 from memvir_pl.train import train
 from tests.hydra_helpers import QUIET, REPO, compose_config
 from tests.test_data_datamodule import SMALL_GLYPHS

@@ -1,15 +1,30 @@
-"""Rebuilding a trained DMLModule (and its data) from a checkpoint written by memvir_pl.train."""
+"""Checkpoints: writing them atomically, checking and finding the one to resume, and rebuilding a
+trained run from one.
+
+- :class:`AtomicCheckpointIO` (Lightning's checkpoint IO) writes each checkpoint to a temporary
+  file in the same directory, fsyncs it and renames it over the old one: a kill during the
+  write leaves the old file.
+- :func:`resume_checkpoint` resolves ``ckpt_path`` (``auto`` = the run's own ``last.ckpt`` when
+  present), :func:`check_checkpoint` rejects a truncated or corrupt file, naming it, and
+  :func:`check_resume_config` refuses a ``last.ckpt`` written under another training config.
+- :func:`load_checkpoint` reads one (memory-mapped) and :func:`restore_run` rebuilds its
+  datamodule and DMLModule (:func:`memvir_pl.inference.load_model` rebuilds the model alone).
+"""
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import Any
 
-import hydra
 import pytorch_lightning as pl
 import torch
+from fsspec.implementations.local import LocalFileSystem
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning_fabric.utilities.cloud_io import get_filesystem
 from omegaconf import DictConfig, OmegaConf
-from torch import nn
+
+from memvir_pl.files import atomic_write
 
 CONFIG_KEY = "memvir_pl_config"
 
@@ -109,18 +124,70 @@ def saved_config(checkpoint: dict[str, Any]) -> DictConfig:
     return cfg
 
 
-def load_embedding_model(ckpt_path: str | Path) -> tuple[DictConfig, nn.Module]:
-    """The run config and the embedding network (eval mode, CPU) of a checkpoint, without its data.
+# ---------------------------------------------------------------------- writing, checking and finding checkpoints
+class CorruptCheckpointError(ValueError):
+    """A checkpoint file that is truncated or damaged."""
 
-    Only ``cfg.model`` is built, so a checkpoint trained on a dataset that is not on this
-    machine still embeds new images.
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """``torch.save(obj, path)`` that never leaves a partial ``path`` and survives a power loss once
+    it returns (:func:`memvir_pl.files.atomic_write` with ``durable=True``)."""
+    atomic_write(path, lambda file: torch.save(obj, file), durable=True, single_writer=True)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's ``TorchCheckpointIO`` with atomic local writes (:func:`atomic_torch_save`).
+
+    Lightning's own save goes through an fsspec transaction whose temporary file lives in the
+    system temp directory: when that is another filesystem (tmpfs ``/tmp``, a node-local disk)
+    the final move is a copy, and a kill during it leaves a truncated checkpoint; nothing is
+    fsynced either. Remote paths (``s3://`` ...) keep Lightning's behaviour.
+    Use: ``Trainer(plugins=[AtomicCheckpointIO()])`` (``conf/trainer/cpu.yaml`` does).
     """
-    checkpoint = load_checkpoint(ckpt_path)
-    cfg = saved_config(checkpoint)
-    model = hydra.utils.instantiate(cfg.model)
-    prefix = "model."
-    model.load_state_dict({k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)})
-    return cfg, model.eval()
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if storage_options is not None or not isinstance(get_filesystem(path), LocalFileSystem):
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        atomic_torch_save(checkpoint, path)
+
+
+def check_checkpoint(path: str | Path) -> None:
+    """Raise :class:`CorruptCheckpointError` naming ``path`` unless it is a complete torch checkpoint
+    (a zip archive whose every member passes its CRC check; reads the file once)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, EOFError, OSError) as error:
+        raise CorruptCheckpointError(
+            f"checkpoint {path} is truncated or not a torch checkpoint ({error}); it was probably cut "
+            "short by a kill or a full disk. Resume from an earlier checkpoint of the run (e.g. "
+            "checkpoints/epoch_NNN.ckpt) or start the run again."
+        ) from error
+    if damaged is not None:
+        raise CorruptCheckpointError(
+            f"checkpoint {path} is damaged: its entry {damaged!r} fails the CRC check. Resume from an "
+            "earlier checkpoint of the run (e.g. checkpoints/epoch_NNN.ckpt) or start the run again."
+        )
+
+
+def resume_checkpoint(ckpt_path: str | None, own_last: str | Path) -> str | None:
+    """The checkpoint a run resumes from, checked: ``None``/``""`` = none, ``"auto"`` = ``own_last``
+    (the run's own ``last.ckpt``) when it exists (a requeued job), else none; otherwise the given
+    path (relative to where the command was started)."""
+    from memvir_pl.config import resolve_path
+
+    if not ckpt_path:
+        return None
+    if ckpt_path == "auto":
+        if not Path(own_last).is_file():
+            return None
+        path = str(own_last)
+    else:
+        path = resolve_path(ckpt_path)
+        assert path is not None
+    check_checkpoint(path)
+    return path
 
 
 def restore_run(

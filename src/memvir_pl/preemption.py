@@ -1,4 +1,4 @@
-"""Runs that survive being stopped: checkpoint on signal, exact mid-epoch resume, atomic checkpoint files.
+"""Runs that survive being stopped: checkpoint on signal, exact mid-epoch resume.
 
 - :class:`PreemptionCheckpoint` (a callback) turns SIGTERM / SIGUSR1 (configurable) into a
   checkpoint written after the current optimiser step, then exits with :data:`EXIT_RESUMABLE`.
@@ -9,12 +9,11 @@
   (e.g. submitit's) is called after the checkpoint instead. Only fitting writes a checkpoint: a
   signal while testing, validating or predicting leaves ``last.ckpt`` as it is.
 - The checkpoint holds the global RNG states (torch, CUDA, numpy, random); the datamodule saves
-  the position inside the epoch (:func:`train_position`), and the batch samplers of
-  :mod:`memvir_pl.data.sampler` skip the batches already done.
-- :class:`AtomicCheckpointIO` writes checkpoints to a temporary file in the same directory,
-  fsyncs it and renames it over the old one: a kill during the write leaves the old file.
-- :func:`resume_checkpoint` resolves ``ckpt_path`` (``auto`` = the run's own ``last.ckpt`` when
-  present) and :func:`check_checkpoint` rejects a truncated or corrupt file, naming it.
+  the position inside the epoch (:func:`memvir_pl.data.sampler.train_position`), and the batch
+  samplers of :mod:`memvir_pl.data.sampler` skip the batches already done.
+
+How checkpoint files are written atomically, checked and found on resume is
+:mod:`memvir_pl.checkpoint`'s job.
 """
 
 from __future__ import annotations
@@ -24,10 +23,8 @@ import random
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import warnings
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
@@ -36,9 +33,6 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from fsspec.implementations.local import LocalFileSystem
-from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning_fabric.utilities.cloud_io import get_filesystem
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
@@ -47,26 +41,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 EXIT_RESUMABLE = 75
 
 
-# ---------------------------------------------------------------------- position and RNG state
-def train_position(trainer: pl.Trainer) -> dict[str, int] | None:
-    """Where the training epoch in progress stands, or ``None`` between epochs::
-
-        {"epoch": e, "batches_done": k, "num_replicas": W, "global_batches_done": k * W}
-
-    ``k``: this process's batches of epoch ``e`` (counted from 0) that are trained, the loop's
-    count of batches fetched for training (the count Lightning assumes the train loader skips
-    when it restarts mid-epoch); every one of the ``W`` processes has trained as many (they stop
-    after the same step), so the epoch's first ``k * W`` batches are done.
-    """
-    fit_loop = trainer.fit_loop
-    epochs = fit_loop.epoch_progress.current
-    if epochs.started <= epochs.processed:  # no epoch in progress (before it, or its batches are all done)
-        return None
-    done, world = int(fit_loop.epoch_loop.batch_progress.current.ready), int(trainer.world_size)
-    return {"epoch": int(epochs.processed), "batches_done": done, "num_replicas": world,
-            "global_batches_done": done * world}
-
-
+# ---------------------------------------------------------------------- RNG state
 def rng_states() -> dict[str, Any]:
     """The global RNG states of torch (CPU and CUDA), numpy and ``random``, as tensors and numbers
     (loadable with ``torch.load(weights_only=True)``)."""
@@ -93,110 +68,6 @@ def set_rng_states(states: dict[str, Any]) -> None:
     random.setstate((python["version"], tuple(python["state"]), python["gauss"]))
 
 
-# ---------------------------------------------------------------------- checkpoint files
-class CorruptCheckpointError(ValueError):
-    """A checkpoint file that is truncated or damaged."""
-
-
-def current_umask() -> int:
-    """The process's file-mode creation mask (e.g. ``0o022``), read without changing it where the
-    system reports it (Linux ``/proc/self/status``)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except OSError:
-        pass
-    mask = os.umask(0o022)  # elsewhere: set and restore it
-    os.umask(mask)
-    return mask
-
-
-def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """``torch.save(obj, path)`` that never leaves a partial ``path``: write a temporary file in the
-    same directory, fsync it, ``os.replace`` it over ``path``, fsync the directory. A kill at any
-    moment leaves either the old file or the new one (and at worst a stray ``.NAME.*.tmp``,
-    removed by the next save). The file gets the mode an ordinary new file gets under the
-    process's umask (``0o644`` under ``022``, ``0o664`` under ``002``), so that a shared group
-    can read it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a writer that was killed
-        stale.unlink(missing_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes it owner-only; give it an ordinary file's mode
-        with os.fdopen(fd, "wb") as file:
-            torch.save(obj, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's ``TorchCheckpointIO`` with atomic local writes (:func:`atomic_torch_save`).
-
-    Lightning's own save goes through an fsspec transaction whose temporary file lives in the
-    system temp directory: when that is another filesystem (tmpfs ``/tmp``, a node-local disk)
-    the final move is a copy, and a kill during it leaves a truncated checkpoint; nothing is
-    fsynced either. Remote paths (``s3://`` ...) keep Lightning's behaviour.
-    Use: ``Trainer(plugins=[AtomicCheckpointIO()])`` (``conf/trainer/cpu.yaml`` does).
-    """
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
-        if storage_options is not None or not isinstance(get_filesystem(path), LocalFileSystem):
-            super().save_checkpoint(checkpoint, path, storage_options)
-            return
-        atomic_torch_save(checkpoint, path)
-
-
-def check_checkpoint(path: str | Path) -> None:
-    """Raise :class:`CorruptCheckpointError` naming ``path`` unless it is a complete torch checkpoint
-    (a zip archive whose every member passes its CRC check; reads the file once)."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            damaged = archive.testzip()
-    except (zipfile.BadZipFile, EOFError, OSError) as error:
-        raise CorruptCheckpointError(
-            f"checkpoint {path} is truncated or not a torch checkpoint ({error}); it was probably cut "
-            "short by a kill or a full disk. Resume from an earlier checkpoint of the run (e.g. "
-            "checkpoints/epoch_NNN.ckpt) or start the run again."
-        ) from error
-    if damaged is not None:
-        raise CorruptCheckpointError(
-            f"checkpoint {path} is damaged: its entry {damaged!r} fails the CRC check. Resume from an "
-            "earlier checkpoint of the run (e.g. checkpoints/epoch_NNN.ckpt) or start the run again."
-        )
-
-
-def resume_checkpoint(ckpt_path: str | None, own_last: str | Path) -> str | None:
-    """The checkpoint a run resumes from, checked: ``None``/``""`` = none, ``"auto"`` = ``own_last``
-    (the run's own ``last.ckpt``) when it exists (a requeued job), else none; otherwise the given
-    path (relative to where the command was started)."""
-    from memvir_pl.config import resolve_path
-
-    if not ckpt_path:
-        return None
-    if ckpt_path == "auto":
-        if not Path(own_last).is_file():
-            return None
-        path = str(own_last)
-    else:
-        path = resolve_path(ckpt_path)
-        assert path is not None
-    check_checkpoint(path)
-    return path
-
-
 # ---------------------------------------------------------------------- the callback
 def _signal_number(name: str | int) -> signal.Signals:
     try:
@@ -207,7 +78,13 @@ def _signal_number(name: str | int) -> signal.Signals:
 
 
 def _request_stop(trainer: pl.Trainer, stop: bool = True) -> None:
-    """Set (or clear) the flag Lightning's loops check at step boundaries to raise SIGTERMException."""
+    """Set (or clear) the flag Lightning's loops check at step boundaries to raise SIGTERMException.
+
+    Lightning has no public way to ask for this stop: ``trainer.received_sigterm`` is read-only,
+    and ``trainer.should_stop`` ends the fit normally (validation and ``on_train_end`` run, no
+    exception reaches ``on_exception``), so the run would not stop at the step it was signalled
+    at. ``tests/test_lightning_contract.py`` pins the behaviour relied on.
+    """
     trainer._signal_connector.received_sigterm = stop
 
 
@@ -225,7 +102,11 @@ def _any_rank(trainer: pl.Trainer, decision: bool) -> bool:
 def _at_optimizer_step(trainer: pl.Trainer) -> bool:
     """Whether the training batch just done ended an optimiser step (with gradient accumulation,
     the batches before the last of a step only add to the gradients, which a checkpoint does not
-    hold: the run stops after the step's last batch instead)."""
+    hold: the run stops after the step's last batch instead).
+
+    Lightning's own test decides it (the epoch's last batch steps too, and a strategy may
+    accumulate by itself); it is read rather than recomputed so that the two never disagree,
+    and ``tests/test_lightning_contract.py`` pins it against ``trainer.global_step``."""
     return not trainer.fit_loop.epoch_loop._should_accumulate()
 
 

@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DistributedSampler
+
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
 
 
 class SeededBatch(list):
@@ -172,6 +176,25 @@ class EpochBatchSampler(BatchSampler):
         batches, seeds = self.epoch_batches(epoch), self.batch_seeds(epoch)
         for j in mine:
             yield SeededBatch(batches[j].tolist(), int(seeds[j]))
+
+
+def train_position(trainer: pl.Trainer) -> dict[str, int] | None:
+    """Where the training epoch in progress stands, or ``None`` between epochs::
+
+        {"epoch": e, "batches_done": k, "num_replicas": W, "global_batches_done": k * W}
+
+    ``k``: this process's batches of epoch ``e`` (counted from 0) that are trained, the loop's
+    count of batches fetched for training (the count Lightning assumes the train loader skips
+    when it restarts mid-epoch); every one of the ``W`` processes has trained as many (they stop
+    after the same step), so the epoch's first ``k * W`` batches are done.
+    """
+    fit_loop = trainer.fit_loop
+    epochs = fit_loop.epoch_progress.current
+    if epochs.started <= epochs.processed:  # no epoch in progress (before it, or its batches are all done)
+        return None
+    done, world = int(fit_loop.epoch_loop.batch_progress.current.ready), int(trainer.world_size)
+    return {"epoch": int(epochs.processed), "batches_done": done, "num_replicas": world,
+            "global_batches_done": done * world}
 
 
 def check_resume_world(resume: Mapping[str, int] | None, num_replicas: int) -> None:
