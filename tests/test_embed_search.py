@@ -13,9 +13,9 @@ import pytest
 import torch
 from PIL import Image
 
-from memvir_pl.checkpoint import load_embedding_model
 from memvir_pl.data import DMLDataModule
 from memvir_pl.data.transforms import GlyphTransform
+from memvir_pl.inference import load_model
 from memvir_pl.search import hydra_args, search_images, write_results
 from tests.hydra_helpers import QUIET, run_module
 
@@ -52,7 +52,7 @@ def datamodule(run_dir) -> DMLDataModule:
 
 def model_embeddings(ckpt: Path, images: np.ndarray) -> torch.Tensor:
     """Reference: the checkpoint's network on uint8 glyphs (N, S, S) with the evaluation transform."""
-    _, model = load_embedding_model(ckpt)
+    model = load_model(ckpt).model
     with torch.no_grad():
         return model(GlyphTransform(train=False)(torch.from_numpy(images)))
 
@@ -188,6 +188,16 @@ def test_search_errors_are_clear(run_dir, ckpt, datamodule, tmp_path):
         search_images(tmp_path / "nowhere.ckpt", gallery, queries)
 
 
+def test_load_model_reads_the_input_settings_without_building_data(ckpt, monkeypatch):
+    def no_data(*args, **kwargs):
+        raise AssertionError("load_model built a datamodule")
+
+    monkeypatch.setattr(DMLDataModule, "__init__", no_data)
+    loaded = load_model(ckpt)
+    assert (loaded.preset, loaded.image_size) == ("glyph", 32)
+    assert not loaded.model.training
+
+
 @pytest.mark.slow
 def test_search_command_reports_a_missing_checkpoint(tmp_path):
     (tmp_path / "g").mkdir()
@@ -241,7 +251,7 @@ def test_embed_writes_emoji_rows_with_class_and_design(emoji_ckpt, tmp_path):
     assert [r["design"] for r in items] == list(split.designs)
     # each (class, design) names one rendering
     assert len({(r["class"], r["design"]) for r in items}) == len(items)
-    _, model = load_embedding_model(ckpt)
+    model = load_model(ckpt).model
     images = torch.stack([datamodule.split_dataset("test")[i]["image"] for i in range(len(items))])
     with torch.no_grad():
         reference = model(images).numpy()

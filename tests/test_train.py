@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from memvir_pl.checkpoint import CONFIG_KEY, load_checkpoint, load_embedding_model, restore_run
+from memvir_pl.checkpoint import CONFIG_KEY, load_checkpoint, restore_run
+from memvir_pl.inference import load_model
 from memvir_pl.models import EmbeddingNet
 from memvir_pl.train import train
 from tests import data_fixtures
@@ -158,7 +159,7 @@ def test_best_checkpoint_holds_the_weights_only_and_still_evaluates(sparse_valid
     assert best_path.stat().st_size < (out / "checkpoints" / "last.ckpt").stat().st_size
     assert set(metrics["test"]) >= {"test/recall@1", "test/map@r"}  # the test ran on it
     # embedding with it: the model rebuilt from it is the checkpoint's network
-    _, model = load_embedding_model(best_path)
+    model = load_model(best_path).model
     weights = {k.removeprefix("model."): v for k, v in best["state_dict"].items() if k.startswith("model.")}
     assert all(torch.equal(v, weights[k]) for k, v in model.state_dict().items())
     images = torch.rand(4, 3, 32, 32)

@@ -23,6 +23,7 @@ def evaluate_pooled_features(cfg: DictConfig) -> dict[str, Any]:
     epoch 0) and ``test``."""
     import hydra
 
+    from memvir_pl.inference import evaluate
     from memvir_pl.metrics import RetrievalMetrics
 
     torch.manual_seed(cfg.seed)
@@ -35,9 +36,6 @@ def evaluate_pooled_features(cfg: DictConfig) -> dict[str, Any]:
     metrics: dict[str, Any] = {}
     for split, loader in (("val", datamodule.val_dataloader()), ("test", datamodule.test_dataloader())):
         metric = RetrievalMetrics(k=tuple(cfg.module.k), backend=cfg.module.metric_backend)
-        with torch.inference_mode():
-            for batch in loader:
-                metric.update(pooled_features(model, batch["image"]), batch["label"], indexes=batch["index"],
-                              is_query=batch.get("is_query"))
-        metrics[split] = {f"{split}/{k}": float(v) for k, v in metric.compute().items()}
+        values = evaluate(lambda images: pooled_features(model, images), loader, metric)
+        metrics[split] = {f"{split}/{k}": float(v) for k, v in values.items()}
     return {"best": {"epoch": 0, **metrics["val"]}, "test": metrics["test"], "test_checkpoint": None}

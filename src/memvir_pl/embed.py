@@ -16,87 +16,19 @@ the evaluation transform (no augmentation), the train split too.
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import hydra
 import numpy as np
-import torch
 from omegaconf import DictConfig
-from torch import Tensor, nn
+from torch import Tensor
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from memvir_pl.checkpoint import load_checkpoint, restore_run
 from memvir_pl.config import CONFIG_DIR
-from memvir_pl.data import (
-    DMLDataModule,
-    GlyphSplit,
-)
-from memvir_pl.data.emoji.build import EmojiSplit
-
-SPLITS = ("train", "val", "test")
-
-
-def resolve_device(device: str) -> torch.device:
-    """``"auto"`` is CUDA when available, else CPU; any other value is passed to ``torch.device``."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-@torch.no_grad()
-def embed_batches(
-    model: nn.Module,
-    batches: Iterable[Mapping[str, Tensor]],
-    device: torch.device | str = "cpu",
-    progress: str | None = None,
-) -> tuple[Tensor, Tensor | None]:
-    """Embeddings of every batch, in order.
-
-    Args:
-        model: images (B, 3, H, W) -> embeddings (B, D); put in eval mode here.
-        batches: dicts with ``image`` (B, 3, H, W) and optionally ``label`` (B,).
-        device: where the model runs.
-        progress: a progress-bar caption (on stderr); ``None`` shows none.
-    Returns:
-        embeddings (N, D) float32 and labels (N,) int64 on the CPU (labels ``None`` when the
-        batches have none).
-    """
-    model.eval().to(device)
-    embeddings, labels = [], []
-    for batch in tqdm(batches, desc=progress, disable=progress is None, unit="batch"):
-        embeddings.append(model(batch["image"].to(device)).float().cpu())
-        if "label" in batch:
-            labels.append(batch["label"].cpu())
-    if not embeddings:
-        raise ValueError("embed_batches got no batches; expected at least one image.")
-    return torch.cat(embeddings), torch.cat(labels) if labels else None
-
-
-def item_rows(datamodule: DMLDataModule, split: str) -> list[dict[str, Any]]:
-    """What each item of ``split`` is, in dataset order (see the module docstring for columns)."""
-    images = datamodule.split(split)
-    if isinstance(images, GlyphSplit):
-        codepoints = images.codepoints[images.labels]
-        return [
-            {"index": i, "label": int(label), "codepoint": f"U+{int(cp):04X}", "char": chr(int(cp)), "font": font}
-            for i, (label, cp, font) in enumerate(zip(images.labels, codepoints, images.fonts, strict=True))
-        ]
-    if isinstance(images, EmojiSplit):
-        return [
-            {"index": i, "label": int(label), "class": images.classes[int(label)], "design": design}
-            for i, (label, design) in enumerate(zip(images.labels, images.designs, strict=True))
-        ]
-    rows = [
-        {"index": i, "label": int(label), "class": images.classes[int(label)], "path": path}
-        for i, (label, path) in enumerate(zip(images.labels, images.paths, strict=True))
-    ]
-    if images.is_query is not None:
-        for row, is_query in zip(rows, images.is_query, strict=True):
-            row["is_query"] = bool(is_query)
-    return rows
+from memvir_pl.data.splits import SPLITS
+from memvir_pl.inference import embed_batches, resolve_device
 
 
 def write_embeddings(
@@ -133,7 +65,7 @@ def embed_split(cfg: DictConfig) -> dict[str, Path]:
     assert labels is not None
     output_dir = cfg.output_dir or cfg.paths.output_dir
     paths = write_embeddings(hydra.utils.to_absolute_path(output_dir), cfg.split, embeddings, labels,
-                             item_rows(datamodule, cfg.split))
+                             datamodule.split(cfg.split).item_rows())
     print(f"{cfg.split}: {tuple(embeddings.shape)} embeddings of {int(labels.max()) + 1} classes -> "
           + ", ".join(str(p) for p in paths.values()))
     return paths

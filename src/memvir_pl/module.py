@@ -11,6 +11,7 @@ import torch
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor, nn
 
+from memvir_pl.inference import update_metric
 from memvir_pl.losses.base import VirtualClassLoss
 from memvir_pl.metrics import RetrievalMetrics
 
@@ -117,20 +118,16 @@ class DMLModule(pl.LightningModule):
         return loss
 
     def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
-        self._update(self.val_metrics, batch)
+        update_metric(self.val_metrics, self(batch["image"]), batch)
 
     def test_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
-        self._update(self.test_metrics, batch)
+        update_metric(self.test_metrics, self(batch["image"]), batch)
 
     def on_validation_epoch_end(self) -> None:
         self._log_metrics(self.val_metrics, "val")
 
     def on_test_epoch_end(self) -> None:
         self._log_metrics(self.test_metrics, "test")
-
-    def _update(self, metric: RetrievalMetrics, batch: Mapping[str, Tensor]) -> None:
-        metric.update(self(batch["image"]).float(), batch["label"], indexes=batch["index"],
-                      is_query=batch.get("is_query"))
 
     def _log_metrics(self, metric: RetrievalMetrics, prefix: str) -> None:
         if metric.update_count == 0:  # e.g. a sanity check with no batches

@@ -19,7 +19,6 @@ import csv
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,15 +32,15 @@ from PIL import Image
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from memvir_pl.checkpoint import load_embedding_model
 from memvir_pl.config import CONFIG_DIR
-from memvir_pl.data import DMLDataModule, UnreadableImageError, build_transform
+from memvir_pl.data import UnreadableImageError, build_transform
 from memvir_pl.data.datasets import read_rgb
+from memvir_pl.data.records import IMAGE_SUFFIXES
 from memvir_pl.data.transforms import preset_input
-from memvir_pl.embed import embed_batches, resolve_device
+from memvir_pl.files import atomic_write
+from memvir_pl.inference import embed_batches, load_model, resolve_device
 from memvir_pl.metrics import knn
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 OUTPUT_SUFFIXES = (".csv", ".json")
 CACHE_VERSION = 1
 
@@ -121,12 +120,10 @@ class Encoder:
     @classmethod
     def from_checkpoint(cls, ckpt_path: str | Path, device: str = "auto", batch_size: int = 64) -> Encoder:
         """The model, transform preset and input size of a memvir_pl.train checkpoint."""
-        cfg, model = load_embedding_model(ckpt_path)
-        data = hydra.utils.instantiate(cfg.data)  # resolves the transform and size defaults; reads nothing
-        assert isinstance(data, DMLDataModule)
+        loaded = load_model(ckpt_path)
         stat = Path(ckpt_path).stat()
         key = hashlib.sha1(f"{Path(ckpt_path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
-        return cls(model, data.transform, data.image_size, key[:16], resolve_device(device), batch_size)
+        return cls(loaded.model, loaded.preset, loaded.image_size, key[:16], resolve_device(device), batch_size)
 
     def embed(self, paths: Sequence[Path], caption: str) -> Tensor:
         """Embeddings (N, D) float32 of the image files, with a progress bar."""
@@ -164,18 +161,15 @@ class EmbeddingCache:
         """Write the cache (atomically) when it has a path and entries."""
         if self.path is None or not self.entries:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         names = list(self.entries)
-        tmp = self.path.with_suffix(".tmp.npz")
-        np.savez(
-            tmp,
-            version=np.array(CACHE_VERSION),
-            paths=np.array(names),
-            sizes=np.array([self.entries[n][0] for n in names], dtype=np.int64),
-            mtimes=np.array([self.entries[n][1] for n in names], dtype=np.int64),
-            embeddings=np.stack([self.entries[n][2] for n in names]).astype(np.float32),
-        )
-        os.replace(tmp, self.path)
+        arrays = {
+            "version": np.array(CACHE_VERSION),
+            "paths": np.array(names),
+            "sizes": np.array([self.entries[n][0] for n in names], dtype=np.int64),
+            "mtimes": np.array([self.entries[n][1] for n in names], dtype=np.int64),
+            "embeddings": np.stack([self.entries[n][2] for n in names]).astype(np.float32),
+        }
+        atomic_write(self.path, lambda file: np.savez(file, **arrays))
 
 
 def embed_files(encoder: Encoder, paths: Sequence[Path], cache: EmbeddingCache, caption: str) -> tuple[Tensor, int]:

@@ -6,6 +6,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
+from memvir_pl.inference import evaluate
+
 
 class SplitEvaluation(pl.Callback):
     """Evaluates the module on the datamodule's ``split`` after each validation epoch.
@@ -49,15 +51,9 @@ class SplitEvaluation(pl.Callback):
                 f"as DMLModule) and a datamodule with `{self.split}_dataloader()`; got "
                 f"{type(pl_module).__name__} and {type(trainer.datamodule).__name__}."
             )
-        metric = metric.clone()
-        metric.reset()
         batches = loader()
         if isinstance(batches, DataLoader) and batches.generator is None:
             batches.generator = torch.Generator().manual_seed(self.seed)
-        with torch.inference_mode():
-            for batch in batches:
-                batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
-                metric.update(pl_module(batch["image"]).float(), batch["label"], indexes=batch["index"],
-                              is_query=batch.get("is_query"))
-        values = metric.compute()
+        values = evaluate(pl_module, batches, metric.clone(),
+                          to_device=lambda batch: pl_module.transfer_batch_to_device(batch, pl_module.device, 0))
         pl_module.log_dict({f"{self.prefix}/{k}": float(v) for k, v in values.items()}, sync_dist=False)

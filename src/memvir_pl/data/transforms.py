@@ -138,3 +138,21 @@ def preset_input(preset: str) -> str:
             f"unknown transform preset {preset!r}; expected one of {[*PIXEL_NORMS, 'glyph']}"
         )
     return "glyph" if preset == "glyph" else "pil"
+
+
+def input_settings(dataset: str, preset: str | None = None, image_size: int | None = None) -> tuple[str, int]:
+    """The transform preset and input side (pixels) of a data set, defaults filled in and checked.
+
+    Defaults: ``glyph`` at 32 px for the rendered ``glyphs``, ``bninception`` at 224 px otherwise.
+    A preset that does not fit the data set (``glyph`` for image files, a PIL preset for glyphs)
+    is refused.
+    """
+    glyphs = dataset == "glyphs"
+    preset = preset or ("glyph" if glyphs else "bninception")
+    if (preset_input(preset) == "glyph") != glyphs:
+        raise ValueError(
+            f"transform preset {preset!r} does not fit dataset {dataset!r}: "
+            "glyphs need 'glyph', emoji and image files a PIL preset ('bninception', "
+            "'imagenet', 'efficientnet')"
+        )
+    return preset, image_size or (32 if glyphs else 224)
