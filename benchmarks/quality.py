@@ -76,7 +76,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--plan", action="store_true",
                    help="only measure the regime's training step and evaluation here and predict minutes per run")
     p.add_argument("--data-report", metavar="DATA", default=None,
-                   help="only build/load conf/data/DATA.yaml's glyph set and write its report")
+                   help="only build/load conf/data/DATA.yaml's glyph or emoji set and write its report")
     p.add_argument("--tiny", action="store_true",
                    help="smoke test: regime tiny (a few steps, zero-shot row included), 1 seed, NormSoftmax")
     p.add_argument("--rule", nargs="+", metavar="REGIME", default=None,
@@ -109,10 +109,15 @@ def main(argv: Sequence[str] | None = None) -> Path | str:
         path = report.summary_plot(args.summary, out_dir / "runs", out_dir / "quality_summary.png")
         print(path)
         return path
-    if args.data_report and args.data_report.startswith("emoji"):
-        from memvir_pl.data.emoji.__main__ import main as emoji_main
+    if args.data_report and args.data_report.startswith("emoji"):  # one report covers emoji and emoji_few
+        import os
 
-        emoji_main(["report", "--out", str(out_dir)])  # its one report covers emoji and emoji_few
+        from quality_bench.emoji_report import data_report as emoji_data_report
+
+        packages = Path(os.environ.get("MEMVIR_DATA", runner.REPO / "data")) / "emoji" / "packages"
+        text = emoji_data_report(packages, out_dir, work_dir.parent / ".cache", command)
+        (out_dir / "emoji_data.md").write_text(text)
+        print(text)
         return out_dir / "emoji_data.md"
     if args.data_report:
         path = data_report(args.data_report, out_dir, work_dir.parent / ".cache", command)

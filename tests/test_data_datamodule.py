@@ -226,3 +226,58 @@ def test_lightning_ddp_shards_class_balanced_batches(tmp_path, cache_dir):
         for batch in shards[0] + shards[1]:
             assert np.all(labels[batch].reshape(4, 2) == labels[batch].reshape(4, 2)[:, :1])
     assert ranks[0]["0"] != ranks[0]["1"]  # set_epoch reached the sampler
+
+
+@pytest.mark.parametrize("name", ["glyphs", "emoji"])
+def test_the_config_options_are_the_options_dataclass_defaults(name):
+    """``conf/data/<name>.yaml`` repeats the defaults for Hydra overrides; the dataclass is their source."""
+    import dataclasses
+
+    from omegaconf import OmegaConf
+
+    from memvir_pl.data.datamodule import RENDERED_OPTIONS
+
+    configured = OmegaConf.to_container(_compose(name).data.options, resolve=True)
+    defaults = dataclasses.asdict(RENDERED_OPTIONS[name]())
+    assert configured.pop("cache_dir") == "/cache" and defaults.pop("cache_dir") is None
+    assert configured == defaults
+
+
+def test_unknown_rendered_options_are_named_with_the_known_ones():
+    with pytest.raises(ValueError, match=r"unknown glyph options \['min_font'\]; known: \['fonts', 'chars', 'min_fonts'"):
+        DMLDataModule("glyphs", options={"min_font": 3})
+
+
+def test_every_split_kind_answers_the_split_protocol(tmp_path, cache_dir):
+    """Image files, glyphs and arrays: the same three questions, and the content digest the feature
+    cache is keyed by stays the formula it always was (paths relative to the root, sizes, labels)."""
+    from memvir_pl.data import GlyphSplit, ImageList
+    from memvir_pl.data.emoji import EmojiSplit
+    from memvir_pl.data.features import array_digest
+    from memvir_pl.data.transforms import build_transform
+
+    root = tmp_path / "inshop"
+    write_inshop(root)
+    files = DMLDataModule("inshop", root=str(root)).split("test")
+    assert isinstance(files, ImageList) and files.is_query is not None
+    sizes = [Path(p).stat().st_size for p in files.paths]
+    relative = [str(Path(p).relative_to(root)) for p in files.paths]
+    assert files.content_digest(str(root)) == array_digest(relative, files.labels, files.is_query, sizes)
+    rows = files.item_rows()
+    assert [r["index"] for r in rows] == list(range(len(files.labels)))
+    assert [r["path"] for r in rows] == list(files.paths) and "is_query" in rows[0]
+    item = files.dataset(build_transform("imagenet", False, 32))[0]
+    assert set(item) == {"image", "label", "index", "is_query"}
+
+    glyphs = DMLDataModule("glyphs", options={**SMALL_GLYPHS, "cache_dir": str(cache_dir)}).split("val")
+    assert isinstance(glyphs, GlyphSplit) and glyphs.is_query is None
+    assert glyphs.content_digest(None) == array_digest(glyphs.images, glyphs.labels)
+    row = glyphs.item_rows()[3]
+    assert row["char"] == chr(int(glyphs.codepoints[glyphs.labels[3]])) and row["font"] == glyphs.fonts[3]
+    assert len(glyphs.dataset(build_transform("glyph", False, 32))) == len(glyphs.labels)
+
+    images = np.zeros((2, 8, 8, 3), np.uint8)
+    emoji = EmojiSplit(images, np.array([0, 1]), ("grinning face", "red heart"), ("apple", "google"))
+    assert emoji.is_query is None and emoji.content_digest(None) == array_digest(images, emoji.labels)
+    assert emoji.item_rows()[1] == {"index": 1, "label": 1, "class": "red heart", "design": "google"}
+    assert emoji.dataset(build_transform("imagenet", False, 8))[1]["label"] == 1

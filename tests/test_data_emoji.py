@@ -33,7 +33,6 @@ from memvir_pl.data.emoji.build import (
     thumbnails,
 )
 from memvir_pl.data.emoji.names import EmojiList, NameTable, canonical, is_skin_tone
-from memvir_pl.data.emoji.report import data_report, near_identical_to_training
 from memvir_pl.data.splits import (
     DEFAULT_FRACTIONS,
     connected_groups,
@@ -371,7 +370,11 @@ def test_near_identical_classes_share_a_split(emoji):
                 assert _mad(thumbs[i], thumbs[j]) >= 4.0
 
 
-def test_report_counts_near_identical_renderings_by_key_and_by_group(emoji, packages, tmp_path):
+def test_report_counts_near_identical_renderings_by_key_and_by_group(emoji, packages, tmp_path, monkeypatch):
+    """The benchmark's emoji data report (benchmarks/quality_bench/emoji_report.py)."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from quality_bench.emoji_report import data_report, near_identical_to_training
+
     fractions = {"train": 0.5, "val": 0.2, "test": 0.3}
     # by key, facebook's waving hand (test) copies its grinning face (train): 1 rendering, 1 class
     by_key = near_identical_to_training(emoji, [split_of_key(k, fractions) for k in emoji.classes])

@@ -19,6 +19,7 @@ from memvir_pl.models import (
     EmbeddingNet,
     GlobalPool,
     WeightsUnavailableError,
+    batchnorm_layers,
     build_backbone,
     freeze_batchnorm,
     hub_cache_path,
@@ -87,9 +88,9 @@ def test_unknown_embedding_init_is_explained():
         EmbeddingNet("small_cnn", embedding_dim=8, init="xavier")
 
 
-def test_parameter_groups_partition_the_model():
+def test_the_model_is_its_backbone_and_one_embedding_layer():
     net = EmbeddingNet("small_cnn", embedding_dim=8)
-    backbone, head = list(net.backbone_parameters()), list(net.head_parameters())
+    backbone, head = list(net.backbone.parameters()), list(net.embedding.parameters())
     assert {id(p) for p in backbone} | {id(p) for p in head} == {id(p) for p in net.parameters()}
     assert not {id(p) for p in backbone} & {id(p) for p in head}
     assert [p.shape for p in head] == [(8, 256), (8,)]
@@ -250,12 +251,12 @@ def test_efficientnet_lite0_pretrained_loads_offline_and_classifies_photos():
 def test_freeze_batchnorm_keeps_running_stats_through_training_forward():
     net = EmbeddingNet("small_cnn", embedding_dim=8)
     before = copy.deepcopy(net.state_dict())
-    assert freeze_batchnorm(net) == 4 == len(net.bn_layers())
+    assert freeze_batchnorm(net) == 4 == len(batchnorm_layers(net))
     out = net(torch.randn(4, 3, 32, 32) * 3 + 1)
     out.sum().backward()
     after = net.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before if "running" in k or "batches" in k)
-    assert net.bn_layers()[0].weight.grad is not None  # affine parameters still train
+    assert batchnorm_layers(net)[0].weight.grad is not None  # affine parameters still train
     net.train()  # plain train() undoes the freeze ...
     net(torch.randn(4, 3, 32, 32) * 3 + 1)
     assert not torch.equal(before["backbone.features.1.running_mean"],
@@ -267,7 +268,7 @@ def test_freeze_bn_option_survives_train_calls():
     before = copy.deepcopy(net.state_dict())
     net.eval()
     net.train()
-    assert net.training and all(not bn.training for bn in net.bn_layers())
+    assert net.training and all(not bn.training for bn in batchnorm_layers(net))
     net(torch.randn(4, 3, 32, 32) * 3 + 1)
     after = net.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
@@ -388,3 +389,16 @@ def test_hydra_weights_override(tmp_path):
                           OmegaConf.from_dotlist([f"weights={path}"]))
     net = instantiate(cfg)
     assert torch.equal(net.backbone.features[0].weight, source.features[0].weight)
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_every_backbone_names_a_transform_preset_of_its_weights(name):
+    from memvir_pl.data.transforms import PIXEL_NORMS, preset_input
+
+    preset = BACKBONES[name].preset
+    preset_input(preset)  # a known preset
+    expected = {"bninception": "bninception", "resnet50": "imagenet", "efficientnet_lite0": "efficientnet",
+                "small_cnn": "glyph"}
+    assert preset == expected[name]
+    if preset != "glyph":
+        assert PIXEL_NORMS[preset].bgr == (name == "bninception")

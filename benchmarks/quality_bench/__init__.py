@@ -6,5 +6,6 @@
 - ``zero_shot``: the untrained floor (pooled ImageNet features);
 - ``stats``: means, Welch standard errors, comparisons, the protocol audit;
 - ``report``: tables, plots and the summary figure;
-- ``data_report``: the glyph data report.
+- ``data_report``: the glyph data report;
+- ``emoji_report``: the emoji data report and contact sheet.
 """

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from memvir_pl.data.emoji import sources as src
-from memvir_pl.data.emoji.build import DEFAULT_OPTIONS, EmojiSet, load_emoji_set
+from memvir_pl.data.emoji.build import EmojiOptions, EmojiSet, load_emoji_set
 from memvir_pl.data.splits import DEFAULT_FRACTIONS, SPLITS, split_of_key
 
 SHEET_ROWS = 16
@@ -156,7 +156,7 @@ def data_report(
         "# Emoji data set (`data=emoji`, `data=emoji_few`)", "",
         *([f"Command: `{command}`", ""] if command else []),
         f"Packages: `{root}` (fetch: `{src.FETCH_COMMAND}`). Options:"
-        f" {({**DEFAULT_OPTIONS, **options})} (k = min_designs; see `conf/data/emoji.yaml` and"
+        f" {({**EmojiOptions().build_options(), **options})} (k = min_designs; see `conf/data/emoji.yaml` and"
         " `memvir_pl.data.emoji.build`), split fractions"
         f" {dict(fractions)}.", "",
         f"- classes (emoji with >= k distinct renderings): **{len(emoji.classes)}**; images:"

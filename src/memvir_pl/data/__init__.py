@@ -2,9 +2,15 @@
 
 from memvir_pl.data.datamodule import DMLDataModule
 from memvir_pl.data.datasets import GlyphDataset, ImageFileDataset, UnreadableImageError
-from memvir_pl.data.glyphs import GlyphSet, GlyphSplit, build_glyph_set, load_glyph_set
+from memvir_pl.data.glyphs import (
+    GlyphOptions,
+    GlyphSet,
+    GlyphSplit,
+    build_glyph_set,
+    load_glyph_set,
+)
 from memvir_pl.data.official import DATASETS, load_file_dataset
-from memvir_pl.data.records import ImageList, hold_out_classes
+from memvir_pl.data.records import ImageList, Split, hold_out_classes
 from memvir_pl.data.sampler import ClassBalancedBatchSampler, SeededBatch, ShuffledBatchSampler
 from memvir_pl.data.transforms import GlyphTransform, build_transform
 
@@ -13,6 +19,7 @@ __all__ = [
     "ClassBalancedBatchSampler",
     "DMLDataModule",
     "GlyphDataset",
+    "GlyphOptions",
     "GlyphSet",
     "GlyphSplit",
     "GlyphTransform",
@@ -20,6 +27,7 @@ __all__ = [
     "ImageList",
     "SeededBatch",
     "ShuffledBatchSampler",
+    "Split",
     "UnreadableImageError",
     "build_glyph_set",
     "build_transform",

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -13,48 +12,25 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
-from memvir_pl.data.datasets import ArrayImageDataset, GlyphDataset, ImageFileDataset
-from memvir_pl.data.emoji.build import DEFAULT_OPTIONS as EMOJI_BUILD_DEFAULTS
-from memvir_pl.data.emoji.build import EmojiSet, EmojiSplit, load_emoji_set
+from memvir_pl.data.emoji.build import EmojiOptions, EmojiSet, load_emoji_set
 from memvir_pl.data.emoji.sources import FETCH_COMMAND
-from memvir_pl.data.features import (
-    FeatureDataset,
-    array_digest,
-    cached_features,
-    extract_features,
-    module_digest,
-)
-from memvir_pl.data.glyphs import GlyphSet, GlyphSplit
+from memvir_pl.data.features import FeatureDataset, cached_features, extract_features, module_digest
+from memvir_pl.data.glyphs import GlyphOptions, GlyphSet
 from memvir_pl.data.glyphs import load_glyph_set as _load_glyph_set
 from memvir_pl.data.official import DATASETS, load_file_dataset
-from memvir_pl.data.records import ImageList, hold_out_classes
+from memvir_pl.data.records import Split, hold_out_classes
 from memvir_pl.data.sampler import (
     ClassBalancedBatchSampler,
     EpochBatchSampler,
     ShuffledBatchSampler,
+    train_position,
 )
-from memvir_pl.data.splits import DEFAULT_FRACTIONS, SPLITS, check_fractions
-from memvir_pl.data.transforms import build_transform, preset_input
-from memvir_pl.preemption import train_position
+from memvir_pl.data.splits import SPLITS, check_fractions
+from memvir_pl.data.transforms import build_transform, input_settings
 
-GLYPH_DEFAULTS: Mapping[str, Any] = {
-    "fonts": "matplotlib",
-    "chars": None,
-    "min_fonts": 12,
-    "homoglyph_fraction": 0.5,
-    "per_family": None,
-    "fractions": DEFAULT_FRACTIONS,
-    "cache_dir": None,
-}
-EMOJI_DEFAULTS: Mapping[str, Any] = {
-    **EMOJI_BUILD_DEFAULTS,
-    "fractions": DEFAULT_FRACTIONS,
-    "train_classes": None,
-    "cache_dir": None,
-}
 log = logging.getLogger(__name__)
-#: Options of the data sets built in memory from local files (the others take none).
-RENDERED_DEFAULTS: Mapping[str, Mapping[str, Any]] = {"glyphs": GLYPH_DEFAULTS, "emoji": EMOJI_DEFAULTS}
+#: The options of the data sets built in memory from local files (the others take none).
+RENDERED_OPTIONS: Mapping[str, type[GlyphOptions] | type[EmojiOptions]] = {"glyphs": GlyphOptions, "emoji": EmojiOptions}
 
 
 class DMLDataModule(pl.LightningDataModule):
@@ -94,13 +70,9 @@ class DMLDataModule(pl.LightningDataModule):
             (B, F) as ``image``. The model is handed over with :meth:`use_backbone`
             (``memvir_pl.train`` does it).
         feature_cache_dir: folder of the feature files (``None``: compute them in every run).
-        options: glyph options: ``fonts``, ``chars``, ``min_fonts``, ``homoglyph_fraction``,
-            ``per_family`` (see :func:`memvir_pl.data.glyphs.build_glyph_set`),
-            ``fractions`` ({train, val, test} shares of characters), ``cache_dir``; emoji
-            options: ``render_size``, ``min_designs``, ``keep_skin_tones``,
-            ``near_duplicate_mad`` (see :func:`memvir_pl.data.emoji.build.build_emoji_set`),
-            ``fractions``, ``train_classes`` (keep the training classes with the most
-            renderings, the ``few`` variant), ``cache_dir``.
+        options: the rendered data sets' options, any subset of the fields of
+            :class:`~memvir_pl.data.glyphs.GlyphOptions` (glyphs) or
+            :class:`~memvir_pl.data.emoji.build.EmojiOptions` (emoji), whose defaults fill the rest.
     """
 
     def __init__(
@@ -124,26 +96,18 @@ class DMLDataModule(pl.LightningDataModule):
         feature_cache_dir: str | None = None,
     ) -> None:
         super().__init__()
-        glyphs = dataset == "glyphs"
-        if dataset not in RENDERED_DEFAULTS and dataset not in DATASETS:
+        if dataset not in RENDERED_OPTIONS and dataset not in DATASETS:
             raise ValueError(
-                f"unknown dataset {dataset!r}; expected one of {[*RENDERED_DEFAULTS, *DATASETS]}"
+                f"unknown dataset {dataset!r}; expected one of {[*RENDERED_OPTIONS, *DATASETS]}"
             )
         self.dataset = dataset
-        self.transform = transform or ("glyph" if glyphs else "bninception")
-        if (preset_input(self.transform) == "glyph") != glyphs:
-            raise ValueError(
-                f"transform preset {self.transform!r} does not fit dataset {dataset!r}: "
-                "glyphs need 'glyph', emoji and image files a PIL preset ('bninception', "
-                "'imagenet', 'efficientnet')"
-            )
+        self.transform, self.image_size = input_settings(dataset, transform, image_size)
         self.options = self._check_options(dataset, dict(options or {}), val_fraction, root)
         self.root = root
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.m_per_class = m_per_class
         self.num_workers = num_workers
-        self.image_size = image_size or (32 if glyphs else 224)
         self.drop_last = drop_last
         self.seed = seed
         self.val_fraction = val_fraction
@@ -155,7 +119,7 @@ class DMLDataModule(pl.LightningDataModule):
         self._backbone: torch.nn.Module | None = None
         self._features: dict[str, torch.Tensor] = {}
         self.glyph_summary: Mapping[str, float] | None = None
-        self._splits: dict[str, ImageList | GlyphSplit] | None = None
+        self._splits: dict[str, Split] | None = None
         self._resume_position: dict[str, int] | None = None  # from a checkpoint, see load_state_dict
 
     @staticmethod
@@ -167,7 +131,7 @@ class DMLDataModule(pl.LightningDataModule):
                 "dataset 'emoji' needs data.root: the folder of its npm package tarballs, "
                 f"fetched by `{FETCH_COMMAND}`"
             )
-        if dataset not in RENDERED_DEFAULTS:
+        if dataset not in RENDERED_OPTIONS:
             if options:
                 raise ValueError(f"dataset {dataset!r} takes no options, got {sorted(options)}")
             if root is None:
@@ -176,7 +140,7 @@ class DMLDataModule(pl.LightningDataModule):
                     f"from {DATASETS[dataset].url}"
                 )
             return options
-        defaults = RENDERED_DEFAULTS[dataset]
+        defaults = dataclasses.asdict(RENDERED_OPTIONS[dataset]())
         unknown = set(options) - set(defaults)
         if unknown:
             raise ValueError(
@@ -198,7 +162,7 @@ class DMLDataModule(pl.LightningDataModule):
         return _load_glyph_set(image_size=self.image_size, **options)
 
     def _load_emoji(self) -> EmojiSet:
-        options = {k: v for k, v in self.options.items() if k not in ("fractions", "train_classes")}
+        options = {k: self.options[k] for k in (*EmojiOptions.BUILD_KEYS, "cache_dir")}
         return load_emoji_set(self.root, **options)
 
     def prepare_data(self) -> None:
@@ -208,7 +172,7 @@ class DMLDataModule(pl.LightningDataModule):
         elif self.dataset == "emoji":
             self._load_emoji()
 
-    def _load(self) -> dict[str, ImageList | GlyphSplit | EmojiSplit]:
+    def _load(self) -> dict[str, Split]:
         if self._splits is None:
             fractions = self.options.get("fractions")
             if self.dataset == "glyphs":
@@ -243,8 +207,8 @@ class DMLDataModule(pl.LightningDataModule):
         """Number of training classes (reads only annotations, or the cached glyph set)."""
         return self._load()["train"].num_classes
 
-    def split(self, name: str) -> ImageList | GlyphSplit | EmojiSplit:
-        """The ``train``, ``val`` or ``test`` split's image list."""
+    def split(self, name: str) -> Split:
+        """The ``train``, ``val`` or ``test`` split (an ``ImageList``, ``GlyphSplit`` or ``EmojiSplit``)."""
         return self._load()[name]
 
     def split_dataset(self, name: str, train: bool = False) -> Dataset:
@@ -252,16 +216,11 @@ class DMLDataModule(pl.LightningDataModule):
         (with ``cache_features``: the split's pooled features, the same for training and evaluation)."""
         if self.cache_features:
             split = self.split(name)
-            return FeatureDataset(self.split_features(name), split.labels, getattr(split, "is_query", None))
+            return FeatureDataset(self.split_features(name), split.labels, split.is_query)
         return self._image_dataset(self.split(name), train)
 
-    def _image_dataset(self, split: ImageList | GlyphSplit | EmojiSplit, train: bool) -> Dataset:
-        transform = build_transform(self.transform, train and self.augment, self.image_size, self.hflip)
-        if isinstance(split, GlyphSplit):
-            return GlyphDataset(split, transform)
-        if isinstance(split, EmojiSplit):
-            return ArrayImageDataset(split.images, split.labels, transform)
-        return ImageFileDataset(split, transform)
+    def _image_dataset(self, split: Split, train: bool) -> Dataset:
+        return split.dataset(build_transform(self.transform, train and self.augment, self.image_size, self.hflip))
 
     # ------------------------------------------------------------------ frozen-backbone features
     def use_backbone(self, model: torch.nn.Module) -> None:
@@ -301,7 +260,7 @@ class DMLDataModule(pl.LightningDataModule):
             "backbone": module_digest(model.backbone),
             "pooling": repr(model.pool),
             "dataset": self.dataset,
-            "content": self._split_digest(split),
+            "content": split.content_digest(self.root),
             "image_size": self.image_size,
             "transform": self.transform,
             "device": device.type,  # kernels differ in the last bits between device types
@@ -325,14 +284,6 @@ class DMLDataModule(pl.LightningDataModule):
         if name not in self._features:
             self._features[name] = load()
         return self._features[name]
-
-    def _split_digest(self, split: ImageList | GlyphSplit | EmojiSplit) -> str:
-        """A digest of a split's content: its pixels (rendered sets), or its files' paths (relative
-        to ``root``, so a moved data folder keeps its cache) and sizes."""
-        if isinstance(split, ImageList):
-            paths = [os.path.relpath(p, self.root) if self.root else p for p in split.paths]
-            return array_digest(paths, split.labels, split.is_query, [Path(p).stat().st_size for p in split.paths])
-        return array_digest(split.images, split.labels)
 
     def _world(self) -> tuple[int, int]:
         trainer = self.trainer

@@ -7,16 +7,18 @@ An item is a dict ``{"image": (3, H, W) float, "label": int, "index": int}`` plu
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from memvir_pl.data.glyphs import GlyphSplit
-from memvir_pl.data.records import ImageList
 from memvir_pl.data.sampler import batch_generator
+
+if TYPE_CHECKING:  # the splits build these datasets, so they import this module
+    from memvir_pl.data.glyphs import GlyphSplit
+    from memvir_pl.data.records import ImageList
 
 
 class UnreadableImageError(OSError):

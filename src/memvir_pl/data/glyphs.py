@@ -30,16 +30,19 @@ import logging
 import os
 import time
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import PIL
 from PIL import Image, ImageDraw, ImageFont, features
 
 from memvir_pl.data.charsets import is_renderable, parse_chars
+from memvir_pl.data.datasets import GlyphDataset
+from memvir_pl.data.features import array_digest
 from memvir_pl.data.fonts import FontFace, font_charmap, font_family, is_regular_face, resolve_fonts
 from memvir_pl.data.splits import (
     DEFAULT_FRACTIONS,
@@ -63,6 +66,32 @@ _BLANK_LEVEL = 64
 
 
 @dataclass(frozen=True)
+class GlyphOptions:
+    """The glyph set's options and their defaults (``data.options`` in ``conf/data/glyphs.yaml``,
+    which a test keeps equal to these).
+
+    Attributes:
+        fonts: ``"matplotlib"`` (its bundled fonts), or font paths or globs (see :func:`resolve_fonts`).
+        chars: character spec (see :func:`parse_chars`); ``None`` = every character the fonts share.
+        min_fonts: faces (design families with ``per_family``) a character must be rendered in.
+        homoglyph_fraction: share of common faces in which two characters must render identically
+            to count as homoglyphs (one of them is dropped).
+        per_family: ``None``: ``min_fonts`` counts faces; k: it counts design families, and at
+            most k faces of a family are kept.
+        fractions: {train, val, test} shares of the characters.
+        cache_dir: folder of the built sets (``glyphs-<key>.npz``); ``None`` = always build.
+    """
+
+    fonts: str | Sequence[str] = "matplotlib"
+    chars: str | None = None
+    min_fonts: int = 12
+    homoglyph_fraction: float = 0.5
+    per_family: int | None = None
+    fractions: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_FRACTIONS))
+    cache_dir: str | None = None
+
+
+@dataclass(frozen=True)
 class GlyphSplit:
     """One split of a glyph set.
 
@@ -77,10 +106,27 @@ class GlyphSplit:
     labels: np.ndarray
     codepoints: np.ndarray
     fonts: tuple[str, ...] = ()
+    is_query = None  # every item queries all others
 
     @property
     def num_classes(self) -> int:
         return len(self.codepoints)
+
+    def dataset(self, transform: Callable[..., Any]) -> GlyphDataset:
+        """The glyphs through a tensor preset (``glyph``), a whole batch per call."""
+        return GlyphDataset(self, transform)
+
+    def content_digest(self, root: str | None = None) -> str:
+        """The pixels and labels (``root`` is not used)."""
+        return array_digest(self.images, self.labels)
+
+    def item_rows(self) -> list[dict[str, Any]]:
+        """``index``, ``label``, ``codepoint`` (``U+XXXX``), ``char`` and ``font``."""
+        codepoints = self.codepoints[self.labels]
+        return [
+            {"index": i, "label": int(label), "codepoint": f"U+{int(cp):04X}", "char": chr(int(cp)), "font": font}
+            for i, (label, cp, font) in enumerate(zip(self.labels, codepoints, self.fonts, strict=True))
+        ]
 
 
 @dataclass(frozen=True)
@@ -264,9 +310,9 @@ def build_glyph_set(
     faces: Sequence[FontFace],
     chars: Sequence[int] | None = None,
     image_size: int = 32,
-    min_fonts: int = 12,
-    homoglyph_fraction: float = 0.5,
-    per_family: int | None = None,
+    min_fonts: int = GlyphOptions.min_fonts,
+    homoglyph_fraction: float = GlyphOptions.homoglyph_fraction,
+    per_family: int | None = GlyphOptions.per_family,
 ) -> GlyphSet:
     """Render and clean a glyph set (see the module docstring for the cleaning steps).
 
@@ -366,21 +412,19 @@ def glyph_cache_key(
 
 
 def load_glyph_set(
-    fonts: str | Sequence[str] = "matplotlib",
-    chars: str | None = None,
+    fonts: str | Sequence[str] = GlyphOptions.fonts,
+    chars: str | None = GlyphOptions.chars,
     image_size: int = 32,
-    min_fonts: int = 12,
-    homoglyph_fraction: float = 0.5,
-    cache_dir: str | os.PathLike | None = None,
-    per_family: int | None = None,
+    min_fonts: int = GlyphOptions.min_fonts,
+    homoglyph_fraction: float = GlyphOptions.homoglyph_fraction,
+    cache_dir: str | os.PathLike | None = GlyphOptions.cache_dir,
+    per_family: int | None = GlyphOptions.per_family,
 ) -> GlyphSet:
     """The glyph set for these options, from ``cache_dir`` when built before.
 
     Args:
-        fonts: ``"matplotlib"``, font paths or globs (see :func:`resolve_fonts`).
-        chars: character spec (see :func:`parse_chars`); ``None`` = all the fonts share.
-        image_size, min_fonts, homoglyph_fraction, per_family: see :func:`build_glyph_set`.
-        cache_dir: directory of ``glyphs-<key>.npz`` files; ``None`` = always build.
+        fonts, chars, min_fonts, homoglyph_fraction, per_family, cache_dir: see :class:`GlyphOptions`.
+        image_size: side S of the square images, pixels.
     """
     if image_size < 8:
         raise ValueError(f"glyph image_size must be >= 8 pixels, got {image_size}")

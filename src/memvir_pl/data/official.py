@@ -14,9 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from memvir_pl.data.records import ImageList, make_image_list, require_files
-
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+from memvir_pl.data.records import IMAGE_SUFFIXES, ImageList, make_image_list, require_files
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,57 @@
-"""Image lists of the file-based datasets: labels, class-disjoint hold-out, missing-file errors."""
+"""What every split answers (:class:`Split`), and the image lists of the file-based datasets:
+labels, class-disjoint hold-out, missing-file errors."""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Hashable, Sequence
+import os
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
+from torch.utils.data import Dataset
+
+from memvir_pl.data.datasets import ImageFileDataset
+from memvir_pl.data.features import array_digest
+
+#: The image files the file-based loaders and ``search`` read (suffixes compared lower-case).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+class Split(Protocol):
+    """One split of any data set: :class:`ImageList` (image files), ``GlyphSplit`` and
+    ``EmojiSplit`` (rendered in memory).
+
+    Attributes:
+        labels: (N,) int64 in [0, C).
+        is_query: (N,) bool on query/gallery splits, else ``None`` (every item queries all others).
+    """
+
+    labels: np.ndarray
+
+    @property
+    def is_query(self) -> np.ndarray | None: ...
+
+    @property
+    def num_classes(self) -> int:
+        """C."""
+        ...
+
+    def dataset(self, transform: Callable[[Any], Any]) -> Dataset:
+        """The split's items (see :mod:`memvir_pl.data.datasets`) through ``transform`` (a preset
+        of :func:`memvir_pl.data.transforms.build_transform`)."""
+        ...
+
+    def content_digest(self, root: str | None) -> str:
+        """A digest of what the split holds (pixels, or files relative to ``root``): equal digests,
+        equal images."""
+        ...
+
+    def item_rows(self) -> list[dict[str, Any]]:
+        """What each item is, in split order: ``index``, ``label`` and the split's own columns."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -36,6 +80,26 @@ class ImageList:
         classes = [self.classes[label] for label in self.labels[keep]]
         is_query = None if self.is_query is None else self.is_query[keep]
         return make_image_list(paths, classes, is_query)
+
+    def dataset(self, transform: Callable[[Any], Any]) -> Dataset:
+        return ImageFileDataset(self, transform)
+
+    def content_digest(self, root: str | None) -> str:
+        """The files' paths (relative to ``root``, so a moved data folder keeps its digest), sizes,
+        labels and query flags."""
+        paths = [os.path.relpath(p, root) if root else p for p in self.paths]
+        return array_digest(paths, self.labels, self.is_query, [Path(p).stat().st_size for p in self.paths])
+
+    def item_rows(self) -> list[dict[str, Any]]:
+        """``index``, ``label``, ``class`` (the original id), ``path`` and, on query/gallery splits, ``is_query``."""
+        rows = [
+            {"index": i, "label": int(label), "class": self.classes[int(label)], "path": path}
+            for i, (label, path) in enumerate(zip(self.labels, self.paths, strict=True))
+        ]
+        if self.is_query is not None:
+            for row, is_query in zip(rows, self.is_query, strict=True):
+                row["is_query"] = bool(is_query)
+        return rows
 
 
 def make_image_list(

@@ -1,4 +1,9 @@
-"""Gathering a batch across processes with gradients, for losses that see the global batch."""
+"""Gathering a batch across processes with gradients, for losses that see the global batch.
+
+``torch.distributed.nn.functional.all_gather`` would do it for batches of one shape on every
+rank; here the ranks may hold different row counts (their last batches differ when
+``data.drop_last=false``), so the rows are padded to the longest, gathered and cut back.
+"""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Embedding networks: backbones (BN-Inception, ResNet-50, EfficientNet-Lite0, small CNN),
 global pooling and the L2-normalised embedding head."""
 
-from memvir_pl.models.backbones import BACKBONES, BackboneSpec, InputNorm, build_backbone
+from memvir_pl.models.backbones import BACKBONES, BackboneSpec, build_backbone
 from memvir_pl.models.bninception import BNInception
 from memvir_pl.models.embedding import EmbeddingNet, batchnorm_layers, freeze_batchnorm
 from memvir_pl.models.pooling import POOLINGS, GlobalPool
@@ -15,7 +15,6 @@ __all__ = [
     "BackboneSpec",
     "EmbeddingNet",
     "GlobalPool",
-    "InputNorm",
     "SmallCNN",
     "WeightsUnavailableError",
     "batchnorm_layers",

@@ -1,17 +1,11 @@
 """Backbone registry: name -> network that maps images to a feature map ``(B, C, h, w)``.
 
 Each backbone is first built as its reference network (the ImageNet classifier whose published
-weights we load, strictly), then cut before its classifier. Expected input per backbone
-(``InputNorm``; values in 0-255 units, ``x = (pixel_0_255 - mean) / std`` in ``channel_order``):
-
-============================  =====  =========================  ==========================
-backbone                      order  mean                       std
-============================  =====  =========================  ==========================
-``bninception`` (Cadene)      BGR    104, 117, 128              1, 1, 1
-``resnet50`` (torchvision)    RGB    123.675, 116.28, 103.53    58.395, 57.12, 57.375
-``efficientnet_lite0`` (TF)   RGB    127, 127, 127              128, 128, 128
-``small_cnn`` (no weights)    RGB    127.5                      127.5
-============================  =====  =========================  ==========================
+weights we load, strictly), then cut before its classifier. Each names the transform preset
+(``memvir_pl.data.transforms.PIXEL_NORMS``, or ``glyph``) whose pixel normalisation its
+weights expect: ``bninception`` (Cadene's BN-Inception: BGR, mean 104, 117, 128, std 1),
+``resnet50`` (torchvision: ``imagenet``), ``efficientnet_lite0`` (TF weights: ``efficientnet``),
+``small_cnn`` (no weights; ``glyph``: mean 0.5, std 0.5 of 0-1 pixels).
 """
 
 from __future__ import annotations
@@ -19,7 +13,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -34,14 +27,6 @@ from memvir_pl.models.weights import (
 )
 
 RESNET50_URL = "https://download.pytorch.org/models/resnet50-0676ba61.pth"
-
-
-class InputNorm(NamedTuple):
-    """Input normalisation the backbone's weights expect, in 0-255 pixel units."""
-
-    channel_order: str
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
 
 
 class ResNetFeatures(nn.Sequential):
@@ -157,7 +142,7 @@ class BackboneSpec:
     Attributes:
         build: ``in_channels -> reference network`` (classifier included), randomly initialised.
         features: reference network (weights loaded) -> feature extractor with ``out_channels``.
-        input_norm: the input normalisation its weights expect.
+        preset: the transform preset whose pixel normalisation its weights expect.
         url: public URL of the weights (downloaded to the torch hub cache), if any.
         local_file: returns the path of weights installed by a package, if any.
         check_hash: the URL's file name carries a SHA-256 prefix that torch.hub verifies.
@@ -165,7 +150,7 @@ class BackboneSpec:
 
     build: Callable[[int], nn.Module]
     features: Callable[[nn.Module], nn.Module]
-    input_norm: InputNorm
+    preset: str
     url: str | None = None
     local_file: Callable[[], str] | None = None
     check_hash: bool = False
@@ -178,20 +163,20 @@ class BackboneSpec:
 BACKBONES: dict[str, BackboneSpec] = {
     "bninception": BackboneSpec(
         _bninception, _bninception_features,
-        InputNorm("BGR", (104.0, 117.0, 128.0), (1.0, 1.0, 1.0)), url=BNINCEPTION_URL,
+        "bninception", url=BNINCEPTION_URL,
     ),
     "resnet50": BackboneSpec(
         _resnet50, ResNetFeatures,
-        InputNorm("RGB", (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)),
+        "imagenet",
         url=RESNET50_URL, check_hash=True,
     ),
     "efficientnet_lite0": BackboneSpec(
         _efficientnet_lite0, EfficientNetFeatures,
-        InputNorm("RGB", (127.0, 127.0, 127.0), (128.0, 128.0, 128.0)),
+        "efficientnet",
         local_file=_efficientnet_lite0_file,
     ),
     "small_cnn": BackboneSpec(
-        SmallCNN, lambda net: net, InputNorm("RGB", (127.5,) * 3, (127.5,) * 3),
+        SmallCNN, lambda net: net, "glyph",
     ),
 }
 

@@ -17,8 +17,6 @@ import torch.nn.functional as F
 from torch import nn
 
 BNINCEPTION_URL = "http://data.lip6.fr/cadene/pretrainedmodels/bn_inception-52deb4733.pth"
-BNINCEPTION_MEAN_BGR = (104.0, 117.0, 128.0)
-BNINCEPTION_STD = (1.0, 1.0, 1.0)
 
 
 @dataclass(frozen=True)

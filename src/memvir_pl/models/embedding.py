@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from typing import Literal
 
 import torch
@@ -150,15 +149,3 @@ class EmbeddingNet(nn.Module):
         if mode and self.freeze_bn:
             freeze_batchnorm(self)
         return self
-
-    def backbone_parameters(self) -> Iterator[nn.Parameter]:
-        """Parameters of the backbone (the official code trains them at lr 1e-4)."""
-        return self.backbone.parameters()
-
-    def head_parameters(self) -> Iterator[nn.Parameter]:
-        """Parameters of the embedding layer (the official code: same lr as the backbone)."""
-        return self.embedding.parameters()
-
-    def bn_layers(self) -> list[_BatchNorm]:
-        """All BatchNorm layers of the network."""
-        return batchnorm_layers(self)

@@ -36,18 +36,20 @@ import logging
 import os
 import time
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import PIL
 import torch
 
+from memvir_pl.data.datasets import ArrayImageDataset
 from memvir_pl.data.emoji import sources as src
 from memvir_pl.data.emoji.names import EmojiList, NameTable, canonical, is_skin_tone
 from memvir_pl.data.emoji.render import iconify_svg, png_to_array, svg_to_array
+from memvir_pl.data.features import array_digest
 from memvir_pl.data.splits import (
     DEFAULT_FRACTIONS,
     SPLITS,
@@ -65,10 +67,40 @@ EMOJI_SET_VERSION = 2
 THUMBNAIL = 16
 #: Side of the coarse thumbnails whose MAD bounds the 16 x 16 one from below (a prefilter).
 COARSE_THUMBNAIL = 4
-#: The defaults of :func:`build_emoji_set`'s options (conf/data/emoji.yaml sets the same).
-DEFAULT_OPTIONS: Mapping[str, Any] = {
-    "render_size": 64, "min_designs": 7, "keep_skin_tones": False, "near_duplicate_mad": 4.0,
-}
+
+
+@dataclass(frozen=True)
+class EmojiOptions:
+    """The emoji set's options and their defaults (``data.options`` in ``conf/data/emoji.yaml``,
+    which a test keeps equal to these).
+
+    Attributes:
+        render_size: side S of the square renderings, pixels.
+        min_designs: renderings (distinct design sets) an emoji must keep.
+        keep_skin_tones: keep skin-tone variants, each as its own class.
+        near_duplicate_mad: near-identical threshold, mean absolute difference of 16 x 16
+            thumbnails in 0-255 units (within an emoji one is dropped; across emoji they share
+            a split).
+        fractions: {train, val, test} shares of the class groups.
+        train_classes: keep only this many training classes, those with the most renderings
+            (``None``: all).
+        cache_dir: folder of the built sets (``emoji-<key>.npz``); ``None`` = always build.
+    """
+
+    render_size: int = 64
+    min_designs: int = 7
+    keep_skin_tones: bool = False
+    near_duplicate_mad: float = 4.0
+    fractions: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_FRACTIONS))
+    train_classes: int | None = None
+    cache_dir: str | None = None
+
+    #: The options that decide the built set (and its cache key); the others choose from it.
+    BUILD_KEYS: ClassVar[tuple[str, ...]] = ("render_size", "min_designs", "keep_skin_tones", "near_duplicate_mad")
+
+    def build_options(self) -> dict[str, Any]:
+        """The options of :func:`build_emoji_set`, by name."""
+        return {key: getattr(self, key) for key in self.BUILD_KEYS}
 
 
 @dataclass(frozen=True)
@@ -115,10 +147,26 @@ class EmojiSplit:
     labels: np.ndarray
     classes: tuple[str, ...]
     designs: tuple[str, ...]
+    is_query = None  # every item queries all others
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    def dataset(self, transform: Callable[..., Any]) -> ArrayImageDataset:
+        """The renderings through a PIL preset."""
+        return ArrayImageDataset(self.images, self.labels, transform)
+
+    def content_digest(self, root: str | None = None) -> str:
+        """The pixels and labels (``root`` is not used)."""
+        return array_digest(self.images, self.labels)
+
+    def item_rows(self) -> list[dict[str, Any]]:
+        """``index``, ``label``, ``class`` (the class key) and ``design`` (the design set)."""
+        return [
+            {"index": i, "label": int(label), "class": self.classes[int(label)], "design": design}
+            for i, (label, design) in enumerate(zip(self.labels, self.designs, strict=True))
+        ]
 
 
 @dataclass(frozen=True)
@@ -357,10 +405,10 @@ def near_identical_pairs(thumbs: np.ndarray, threshold: float, chunk: int = 1024
 
 def build_emoji_set(
     root: str | os.PathLike,
-    render_size: int = 64,
-    min_designs: int = 7,
-    keep_skin_tones: bool = False,
-    near_duplicate_mad: float = 4.0,
+    render_size: int = EmojiOptions.render_size,
+    min_designs: int = EmojiOptions.min_designs,
+    keep_skin_tones: bool = EmojiOptions.keep_skin_tones,
+    near_duplicate_mad: float = EmojiOptions.near_duplicate_mad,
     sources: Sequence[src.Source] = src.SOURCES,
 ) -> EmojiSet:
     """Build the emoji set from the package tarballs in ``root`` (module docstring, steps 1-7).
@@ -470,11 +518,11 @@ def emoji_cache_key(root: Path, sources: Sequence[src.Source], options: Mapping[
 
 def load_emoji_set(
     root: str | os.PathLike,
-    render_size: int = 64,
-    min_designs: int = 7,
-    keep_skin_tones: bool = False,
-    near_duplicate_mad: float = 4.0,
-    cache_dir: str | os.PathLike | None = None,
+    render_size: int = EmojiOptions.render_size,
+    min_designs: int = EmojiOptions.min_designs,
+    keep_skin_tones: bool = EmojiOptions.keep_skin_tones,
+    near_duplicate_mad: float = EmojiOptions.near_duplicate_mad,
+    cache_dir: str | os.PathLike | None = EmojiOptions.cache_dir,
 ) -> EmojiSet:
     """The emoji set for these options, from ``cache_dir`` when built before (arguments: see
     :func:`build_emoji_set`; ``cache_dir`` holds ``emoji-<key>.npz`` files, ``None`` = always

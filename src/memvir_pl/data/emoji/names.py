@@ -42,11 +42,6 @@ def is_skin_tone(key: str) -> bool:
     return not SKIN_TONES.isdisjoint(key.split("-"))
 
 
-def emoji_text(key: str) -> str:
-    """The characters of a class key (variation selectors left out)."""
-    return "".join(chr(int(p, 16)) for p in key.split("-"))
-
-
 def normalise_name(name: str) -> str:
     """Lower case, letters and digits only: "Woman’s boot" and "womans-boot" -> "womansboot"."""
     return re.sub(r"[^a-z0-9]", "", name.lower())

@@ -149,9 +149,3 @@ def read_json(tarball: Path, name: str) -> object:
             if member.isfile() and member.name.removeprefix("package/") == name:
                 return json.loads(tar.extractfile(member).read())
     raise FileNotFoundError(f"{tarball} has no {name}; is it the right package and version?")
-
-
-def package_licence(tarball: Path) -> str:
-    """The ``license`` field of the package's package.json."""
-    manifest = read_json(tarball, "package.json")
-    return str(manifest.get("license", "unknown"))
