@@ -33,6 +33,7 @@ def local_mlflow(monkeypatch, tmp_path):
     pytest.importorskip("mlflow", reason="the [mlflow] extra is not installed")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)  # a SQLite store puts the artifacts in ./mlruns
     return uri
 
 
@@ -60,6 +61,18 @@ def test_tensorboard_gets_the_whole_config_and_both_figures(tmp_path):
     assert hparams["memvir"]["num_steps"] == cfg.memvir.num_steps and hparams["data"]["dataset"] == "glyphs"
     assert hparams["seed"] == 0 and hparams["model"]["_target_"] == cfg.model._target_
     assert {p.name for p in (tmp_path / "figures").iterdir()} == {"validation_curves.png", "retrieval_grid.png"}
+    # the HPARAMS tab: the flattened config, with the validation metrics as its columns
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    content = events.PluginTagToContent("hparams")
+    session = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+    tab = session.session_start_info.hparams
+    assert tab["memvir/num_steps"].number_value == cfg.memvir.num_steps
+    assert tab["data/dataset"].string_value == "glyphs"
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    assert {m.name.tag for m in experiment.metric_infos} == {"val/recall@1", "val/r_precision", "val/map@r"}
+    assert "hp_metric" not in events.Tags()["scalars"]
+    assert "val/map@r" in events.Tags()["scalars"]  # the tab's column reads these values
 
 
 def test_mlflow_gets_the_config_as_params_and_the_figures_as_artifacts(tmp_path, local_mlflow):
@@ -74,7 +87,8 @@ def test_mlflow_gets_the_config_as_params_and_the_figures_as_artifacts(tmp_path,
     assert params["memvir/parts"] == str(cfg.memvir.parts)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
     assert artifacts == {"figures/validation_curves.png", "figures/retrieval_grid.png"}
-    assert "val/recall1" in run.data.metrics  # Lightning drops the "@" MLflow does not allow in keys
+    # MLflow does not allow "@" in keys: written as "_at_" (Lightning alone would drop it)
+    assert {"val/recall_at_1", "val/map_at_r", "val/r_precision"} <= set(run.data.metrics)
 
 
 def test_wandb_run_id_comes_from_the_run_directory_so_a_resumed_run_stays_one_run(tmp_path, offline_wandb):

@@ -4,6 +4,8 @@
   folder in use, so a run resumed into its own folder (after a preemption, or ``ckpt_path=auto``)
   loses every row logged before the stop. This one appends to the file instead: its columns grow
   as new keys appear, as Lightning's writer already handles.
+* :class:`MLFlowLogger`: Lightning's, with ``@`` in metric names written as ``_at_`` (MLflow
+  refuses ``@``).
 * :func:`log_config`: the composed config as hyper-parameters of every logger (so sweep runs can
   be filtered by N, M, parts, data, model, seed ...).
 * :class:`EpochHistory`: the validation metrics of every validated epoch, kept in the checkpoint.
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +28,10 @@ from lightning_fabric.loggers.logger import rank_zero_experiment
 from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import CSVLogger as LightningCSVLogger
-from pytorch_lightning.loggers import Logger
+from pytorch_lightning.loggers import Logger, TensorBoardLogger
+from pytorch_lightning.loggers import MLFlowLogger as LightningMLFlowLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+from pytorch_lightning.utilities import rank_zero_only
 
 
 class AppendingExperimentWriter(ExperimentWriter):
@@ -53,12 +57,58 @@ class CSVLogger(LightningCSVLogger):
         return self._experiment
 
 
-def log_config(loggers: Sequence[Logger], cfg: DictConfig) -> None:
+class MLFlowLogger(LightningMLFlowLogger):
+    """``pytorch_lightning.loggers.MLFlowLogger`` (same arguments) that keeps metric names readable:
+    MLflow does not allow ``@`` in a key, and Lightning would drop it (``val/recall1``,
+    ``val/mapr``); here it becomes ``_at_`` (``val/recall_at_1``, ``val/map_at_r``)."""
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        super().log_metrics({key.replace("@", "_at_"): value for key, value in metrics.items()}, step)
+
+
+def log_config(loggers: Sequence[Logger], cfg: DictConfig, metrics: Sequence[str] = ()) -> None:
     """Log the whole composed ``cfg`` (resolved) as hyper-parameters of each logger; the loggers
-    flatten it as they do (``memvir/num_steps``, ``data/dataset`` ...)."""
+    flatten it as they do (``memvir/num_steps``, ``data/dataset`` ...).
+
+    ``metrics`` (e.g. ``val/map@r``) are the columns of TensorBoard's HPARAMS tab, which shows each
+    one's last logged value next to the run's hyper-parameters.
+    """
     params = OmegaConf.to_container(cfg, resolve=True)
     for logger in loggers:
         logger.log_hyperparams(params)
+        if isinstance(logger, TensorBoardLogger) and metrics:
+            write_tensorboard_hparams(logger, params, metrics)
+
+
+def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, bool | int | float | str]:
+    """``{"memvir": {"num_steps": 5}}`` -> ``{"memvir/num_steps": 5}``; values other than bool,
+    int, float and str become their ``str`` (lists, ``None``)."""
+    flat: dict[str, bool | int | float | str] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten_params(value, f"{name}/"))
+        else:
+            flat[name] = value if isinstance(value, bool | int | float | str) else str(value)
+    return flat
+
+
+@rank_zero_only
+def write_tensorboard_hparams(logger: TensorBoardLogger, params: Mapping[str, Any], metrics: Sequence[str]) -> None:
+    """The summaries behind TensorBoard's HPARAMS tab, in the logger's own event file: the
+    flattened ``params`` and the metric tags whose logged scalars the tab shows.
+
+    Lightning's ``TensorBoardLogger`` writes them only with ``default_hp_metric`` (a placeholder
+    ``hp_metric`` scalar) or together with made-up starting values of the metrics; this writes
+    the names alone, so the curves keep only real values.
+    """
+    from torch.utils.tensorboard.summary import hparams
+
+    experiment, session_start, session_end = hparams(flatten_params(params), dict.fromkeys(metrics, 0.0))
+    file_writer = logger.experiment._get_file_writer()  # as Lightning's own log_hyperparams reaches it
+    for summary in (experiment, session_start, session_end):
+        file_writer.add_summary(summary)
 
 
 def finish_loggers(loggers: Sequence[Logger]) -> None:

@@ -18,12 +18,11 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from memvir_pl.checkpoint import check_resume_config
+from memvir_pl.checkpoint import check_resume_config, resume_checkpoint
 from memvir_pl.config import CONFIG_DIR, instantiate_callbacks, instantiate_loggers
 from memvir_pl.config_types import check_config_types
 from memvir_pl.loggers import EpochHistory, finish_loggers, log_config
 from memvir_pl.losses.base import VirtualClassLoss
-from memvir_pl.preemption import resume_checkpoint
 from memvir_pl.report import print_metrics_table, run_rows
 from memvir_pl.reproducibility import configure_cpu
 
@@ -75,7 +74,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     history = EpochHistory()  # before the checkpoint callbacks (Lightning runs those last): saved up to date
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=[*callbacks, history], logger=loggers or False)
-    log_config(trainer.loggers, cfg)  # the loggers write on rank zero only
+    shown = dict.fromkeys(["val/recall@1", "val/r_precision", "val/map@r", cfg.optimized_metric])
+    log_config(trainer.loggers, cfg, metrics=list(shown))  # the loggers write on rank zero only
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
 
     metrics: dict[str, Any] = {"final": history.last(), "best": history.best(cfg.optimized_metric)}
