@@ -115,6 +115,8 @@ def main(argv: Sequence[str] | None = None) -> Path | str:
         from quality_bench.emoji_report import data_report as emoji_data_report
 
         packages = Path(os.environ.get("MEMVIR_DATA", runner.REPO / "data")) / "emoji" / "packages"
+        if packages.is_relative_to(Path.cwd()):
+            packages = packages.relative_to(Path.cwd())  # the report names it as a user would type it
         text = emoji_data_report(packages, out_dir, work_dir.parent / ".cache", command)
         (out_dir / "emoji_data.md").write_text(text)
         print(text)
