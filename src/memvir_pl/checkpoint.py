@@ -24,6 +24,7 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning_fabric.utilities.cloud_io import get_filesystem
 from omegaconf import DictConfig, OmegaConf
 
+from memvir_pl.config import flatten_config, resolve_path
 from memvir_pl.files import atomic_write
 
 CONFIG_KEY = "memvir_pl_config"
@@ -42,23 +43,14 @@ class ResumeConfigError(ValueError):
     """``ckpt_path=auto`` found a checkpoint written under another training configuration."""
 
 
-def _flatten(value: Any, prefix: str) -> dict[str, Any]:
-    if isinstance(value, dict):
-        flat: dict[str, Any] = {}
-        for key, item in value.items():
-            flat.update(_flatten(item, f"{prefix}.{key}"))
-        return flat
-    return {prefix: value}
-
-
 def training_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """The :data:`TRAINING_KEYS` (less :data:`NOT_TRAINING_KEYS`) on which two resolved configs
     (plain dicts) differ, one ``"key: SAVED in the checkpoint, CURRENT now"`` line each, sorted."""
     absent = "<absent>"
     flat_saved, flat_current = {}, {}
     for key in TRAINING_KEYS:
-        flat_saved.update(_flatten(saved.get(key, absent), key))
-        flat_current.update(_flatten(current.get(key, absent), key))
+        flat_saved.update(flatten_config(saved.get(key, absent), key))
+        flat_current.update(flatten_config(current.get(key, absent), key))
     differing = []
     for key in sorted(flat_saved.keys() | flat_current.keys()):
         if key in NOT_TRAINING_KEYS or any(key.startswith(f"{k}.") for k in NOT_TRAINING_KEYS):
@@ -175,8 +167,6 @@ def resume_checkpoint(ckpt_path: str | None, own_last: str | Path) -> str | None
     """The checkpoint a run resumes from, checked: ``None``/``""`` = none, ``"auto"`` = ``own_last``
     (the run's own ``last.ckpt``) when it exists (a requeued job), else none; otherwise the given
     path (relative to where the command was started)."""
-    from memvir_pl.config import resolve_path
-
     if not ckpt_path:
         return None
     if ckpt_path == "auto":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,18 @@ def run_id(output_dir: str) -> str:
 
 
 OmegaConf.register_new_resolver("memvir_run_id", run_id, replace=True)
+
+
+def flatten_config(value: Any, prefix: str = "", separator: str = ".") -> dict[str, Any]:
+    """Nested mappings as one level: ``{"memvir": {"num_steps": 5}}`` -> ``{"memvir.num_steps": 5}``
+    (keys joined by ``separator`` under ``prefix``); a value that is not a mapping is
+    ``{prefix: value}``."""
+    if not isinstance(value, Mapping):
+        return {prefix: value}
+    flat: dict[str, Any] = {}
+    for key, item in value.items():
+        flat.update(flatten_config(item, f"{prefix}{separator}{key}" if prefix else str(key), separator))
+    return flat
 
 
 def _config_dir() -> Path:

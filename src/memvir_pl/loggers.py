@@ -33,6 +33,8 @@ from pytorch_lightning.loggers import MLFlowLogger as LightningMLFlowLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.utilities import rank_zero_only
 
+from memvir_pl.config import flatten_config
+
 
 class AppendingExperimentWriter(ExperimentWriter):
     """Lightning's CSV experiment writer, appending to an existing ``metrics.csv``."""
@@ -81,17 +83,11 @@ def log_config(loggers: Sequence[Logger], cfg: DictConfig, metrics: Sequence[str
             write_tensorboard_hparams(logger, params, metrics)
 
 
-def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, bool | int | float | str]:
+def flatten_params(params: Mapping[str, Any]) -> dict[str, bool | int | float | str]:
     """``{"memvir": {"num_steps": 5}}`` -> ``{"memvir/num_steps": 5}``; values other than bool,
     int, float and str become their ``str`` (lists, ``None``)."""
-    flat: dict[str, bool | int | float | str] = {}
-    for key, value in params.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(flatten_params(value, f"{name}/"))
-        else:
-            flat[name] = value if isinstance(value, bool | int | float | str) else str(value)
-    return flat
+    return {name: value if isinstance(value, bool | int | float | str) else str(value)
+            for name, value in flatten_config(params, separator="/").items()}
 
 
 @rank_zero_only
