@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from memvir_pl import MemVirCallback, VirtualClassMemory
-from memvir_pl.callback import PART_INPUTS
+from memvir_pl.extensions.memvir import PART_INPUTS
 from memvir_pl.losses import NormSoftmax
 from memvir_pl.losses.base import check_values
 

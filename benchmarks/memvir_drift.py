@@ -122,7 +122,7 @@ def push_statistics(loss: torch.nn.Module, embeddings: torch.Tensor, labels: tor
     """The own-class old proxies' push on rows ``embeddings`` (B, D) of ``labels`` (B,) under ``loss``
     (a memvir_pl loss with ``logit_mask``) with the snapshots ``blocks`` (each (C*K, D), newest first):
     the mean cosines and size ratio of the module docstring."""
-    from memvir_pl.callback import own_class_copies
+    from memvir_pl.extensions.memvir import own_class_copies
 
     # float64: the push is a small difference of two gradients
     rows = embeddings.detach().double().clone().requires_grad_(True)

@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from memvir_pl.data.sampler import train_position
-from memvir_pl.preemption import _at_optimizer_step, _request_stop
+from memvir_pl.extensions.preemption import _at_optimizer_step, _request_stop
 
 
 class TinyRegression(pl.LightningModule):

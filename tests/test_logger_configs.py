@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from memvir_pl.config import run_id
-from memvir_pl.loggers import EpochHistory, FigureLogging
+from memvir_pl.extensions.figures import FigureLogging
+from memvir_pl.extensions.history import EpochHistory
 from memvir_pl.train import train
 from memvir_pl.viz import figure_to_array, plot_validation_curves
 from tests.hydra_helpers import compose_config
@@ -132,5 +133,5 @@ def test_validation_curves_draw_every_metric_in_percent():
 
 def test_the_figure_callback_is_on_in_the_default_config(tmp_path):
     cfg = compose_config([], tmp_path)
-    assert cfg.callbacks.figures._target_ == "memvir_pl.loggers.FigureLogging"
+    assert cfg.callbacks.figures._target_ == "memvir_pl.extensions.figures.FigureLogging"
     assert Path(cfg.callbacks.figures.dirpath) == Path(cfg.paths.output_dir) / "figures"

@@ -7,7 +7,7 @@ import csv
 import pytest
 from pytorch_lightning.loggers import CSVLogger as LightningCSVLogger
 
-from memvir_pl.loggers import CSVLogger
+from memvir_pl.extensions.loggers import CSVLogger
 
 
 def _log(logger_class, root, rows) -> None:
@@ -32,7 +32,7 @@ def test_a_resumed_logger_appends_and_widens_the_header(tmp_path):
 
 
 def test_lightnings_logger_loses_the_rows_before_the_resume(tmp_path):
-    # the behaviour memvir_pl.loggers.CSVLogger exists for: if this starts failing, Lightning keeps the rows itself
+    # the behaviour memvir_pl.extensions.loggers.CSVLogger exists for: if this starts failing, Lightning keeps the rows itself
     _log(LightningCSVLogger, tmp_path, [(0, {"train/loss": 2.0})])
     with pytest.warns(UserWarning, match="will be deleted"):
         _log(LightningCSVLogger, tmp_path, [(1, {"train/loss": 1.0})])

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from pytorch_metric_learning import losses as pml
 
 from memvir_pl import MemVirCallback, VirtualClassMemory
-from memvir_pl.callback import PARTS, own_class_copies
+from memvir_pl.extensions.memvir import PARTS, own_class_copies
 from memvir_pl.losses import NormSoftmax, PMLAdapter, ProxyAnchor
 from tests.memvir_helpers import (
     CosineSoftmax,

@@ -18,7 +18,7 @@ import torch
 
 from memvir_pl.checkpoint import CorruptCheckpointError, atomic_torch_save, resume_checkpoint
 from memvir_pl.data import ClassBalancedBatchSampler, DMLDataModule, ShuffledBatchSampler
-from memvir_pl.preemption import EXIT_RESUMABLE
+from memvir_pl.extensions.preemption import EXIT_RESUMABLE
 from memvir_pl.train import train
 from tests.hydra_helpers import QUIET, REPO, compose_config
 from tests.test_data_datamodule import SMALL_GLYPHS
@@ -383,7 +383,7 @@ def test_checkpoints_get_an_ordinary_files_mode_under_the_umask(tmp_path, umask,
 
 
 def test_a_failed_or_missing_scontrol_warns_with_its_output(tmp_path, monkeypatch):
-    from memvir_pl.preemption import requeue_slurm_job
+    from memvir_pl.extensions.preemption import requeue_slurm_job
 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()

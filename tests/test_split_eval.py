@@ -9,15 +9,15 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from memvir_pl.extensions.split_eval import SplitEvaluation
 from memvir_pl.metrics import RetrievalMetrics
-from memvir_pl.split_eval import SplitEvaluation
 from memvir_pl.train import train
 from tests.hydra_helpers import QUIET, compose_config
 
 TINY = ["data.options.chars='ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz'", "data.batch_size=32",
         "memvir=none", "trainer.max_epochs=2", "+trainer.limit_train_batches=2", "test=true",
         "callbacks.model_checkpoint.monitor=val/map@r", "optimized_metric=val/map@r",
-        "+callbacks.test_during_fit._target_=memvir_pl.split_eval.SplitEvaluation"]
+        "+callbacks.test_during_fit._target_=memvir_pl.extensions.split_eval.SplitEvaluation"]
 
 
 @pytest.mark.slow

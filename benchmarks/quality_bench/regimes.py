@@ -27,7 +27,7 @@ COMMON = (
     # the tested checkpoints keep the MemVir memory, for benchmarks/memvir_drift.py
     "callbacks.model_checkpoint.save_weights_only=false",
 )
-TEST_CURVE = f"+callbacks.{TEST_DURING_FIT}._target_=memvir_pl.split_eval.SplitEvaluation"
+TEST_CURVE = f"+callbacks.{TEST_DURING_FIT}._target_=memvir_pl.extensions.split_eval.SplitEvaluation"
 LOSSES = {
     "norm_softmax": "NormSoftmax",
     "proxy_nca": "ProxyNCA",

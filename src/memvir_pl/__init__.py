@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "MemVirCallback": "memvir_pl.callback",
+    "MemVirCallback": "memvir_pl.extensions.memvir",
     "VirtualClassMemory": "memvir_pl.memory",
     "DMLModule": "memvir_pl.module",
     "RetrievalMetrics": "memvir_pl.metrics",
@@ -21,7 +21,7 @@ _LAZY = {
 __all__ = ["DMLModule", "MemVirCallback", "RetrievalMetrics", "VirtualClassMemory"]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from memvir_pl.callback import MemVirCallback
+    from memvir_pl.extensions.memvir import MemVirCallback
     from memvir_pl.memory import VirtualClassMemory
     from memvir_pl.metrics import RetrievalMetrics
     from memvir_pl.module import DMLModule

@@ -21,7 +21,8 @@ from omegaconf import DictConfig, OmegaConf
 from memvir_pl.checkpoint import check_resume_config, resume_checkpoint
 from memvir_pl.config import CONFIG_DIR, instantiate_callbacks, instantiate_loggers
 from memvir_pl.config_types import check_config_types
-from memvir_pl.loggers import EpochHistory, finish_loggers, log_config
+from memvir_pl.extensions.history import EpochHistory
+from memvir_pl.extensions.loggers import finish_loggers, log_config
 from memvir_pl.losses.base import VirtualClassLoss
 from memvir_pl.report import print_metrics_table, run_rows
 from memvir_pl.reproducibility import configure_cpu
