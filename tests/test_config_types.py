@@ -29,7 +29,12 @@ from tests.hydra_helpers import EXPERIMENTS, QUIET, compose_config
      ("trainer.max_epochs=abc", "trainer.max_epochs=abc is not valid: Trainer expects an integer or null"),
      ("+trainer.limit_train_batches=all", "trainer.limit_train_batches=all is not valid: Trainer expects"),
      ("+trainer.max_epoch=3", "trainer.max_epoch is not an argument of Trainer"),
-     ("callbacks.model_checkpoint.save_last=often", "callbacks.model_checkpoint.save_last=often is not valid")],
+     ("callbacks.model_checkpoint.save_last=often", "callbacks.model_checkpoint.save_last=often is not valid"),
+     # the optimiser is an object config of its own: a name alone, or a key its class does not take
+     ("module.optimizer=sgd", r"module.optimizer=sgd is not valid: DMLModule expects an object config "
+                              r"\(_target_ and _partial_: true\) for 'optimizer', got a string. .*"
+                              r"choose one with module/optimizer=adam\|adamw\|sgd"),
+     ("+module.optimizer.momentum=0.9", "module.optimizer.momentum is not an argument of Adam; it takes .*eps")],
 )
 def test_a_value_of_the_wrong_type_is_named_with_its_fix(tmp_path, monkeypatch, override, message):
     cfg = compose_config([override, *QUIET], tmp_path)
@@ -56,7 +61,7 @@ def test_whole_number_floats_pass_for_integers(tmp_path):
 
 def test_every_shipped_config_passes_the_check(tmp_path):
     for overrides in ([], *([f"+experiment={name}"] for name in EXPERIMENTS), ["loss=pml_soft_triple"],
-                      ["memvir=none"], ["memvir=saving", "memvir.storage_dtype=bfloat16"], ["data.m_per_class=null"]):
+                      ["memvir=none"], ["module/optimizer=adamw"], ["module/optimizer=sgd"], ["memvir=saving", "memvir.storage_dtype=bfloat16"], ["data.m_per_class=null"]):
         check_config_types(compose_config(overrides, tmp_path))
 
 

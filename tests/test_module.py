@@ -126,3 +126,42 @@ def fit(max_epochs: int, max_steps: int = -1, checkpoint_dir: Path | None = None
     loader = DataLoader(RandomImages(), batch_size=4)
     trainer.fit(make_module(lr_schedule="cosine"), train_dataloaders=loader, ckpt_path=ckpt_path)
     return record.lrs
+
+
+# --------------------------------------------------------------------- the optimiser
+
+
+def test_the_default_optimiser_is_the_official_adam_over_two_groups():
+    optimizer = make_module(lr_schedule="constant").configure_optimizers()
+    assert type(optimizer) is torch.optim.Adam
+    assert [(g["name"], g["lr"], g["eps"], g["weight_decay"]) for g in optimizer.param_groups] == [
+        ("model", LR, 0.01, 1e-4), ("proxies", PROXY_LR, 0.01, 1e-4)]
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw", "sgd"])
+def test_each_optimizer_config_builds_its_torch_optimiser_with_the_module_lrs(tmp_path, name):
+    import hydra
+
+    from memvir_pl.config import compose_config
+
+    overrides = [f"module/optimizer={name}", "module.lr=0.003", "module.proxy_lr=0.03", "module.lr_schedule=constant"]
+    cfg = compose_config(overrides, tmp_path)
+    module = hydra.utils.instantiate(cfg.module, _convert_="all")(
+        model=nn.Sequential(nn.Flatten(), nn.Linear(48, 8)), loss=NormSoftmax(2, 8))
+    optimizer = module.configure_optimizers()
+    assert type(optimizer) is {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[name]
+    assert [g["lr"] for g in optimizer.param_groups] == [0.003, 0.03]
+    assert {g["weight_decay"] for g in optimizer.param_groups} == {1e-4}
+    assert "optimizer" not in module.hparams  # in the run config, not pickled into the hyper-parameters
+
+
+def test_an_optimizer_name_instead_of_a_factory_says_how_to_choose_one():
+    with pytest.raises(TypeError, match="module/optimizer=adam"):
+        make_module(optimizer="sgd")
+
+
+def test_an_lr_bound_in_the_optimizer_is_refused_for_the_module_lrs():
+    import functools
+
+    with pytest.raises(ValueError, match="set module.lr .* and module.proxy_lr"):
+        make_module(optimizer=functools.partial(torch.optim.Adam, lr=0.5))

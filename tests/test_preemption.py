@@ -431,6 +431,38 @@ def test_auto_resume_refuses_a_last_ckpt_of_another_training_configuration(tmp_p
             train(compose_config([*SOAK, *overrides], run))
 
 
+def test_a_checkpoint_saved_with_an_optimizer_name_resumes_and_loads_as_the_same_optimiser(tmp_path, monkeypatch):
+    """Run configs saved when module.optimizer was a name ("adam", with module.eps and
+    module.weight_decay beside it) are upgraded to the object config that builds the same optimiser."""
+    from omegaconf import OmegaConf
+
+    from memvir_pl.checkpoint import saved_config, upgrade_saved_config
+
+    run = tmp_path / "run"
+    for name, target in (("adam", "torch.optim.Adam"), ("adamw", "torch.optim.AdamW"), ("sgd", "torch.optim.SGD")):
+        current = compose_config([*SOAK, f"module/optimizer={name}"], run)
+        legacy = OmegaConf.to_container(current, resolve=True)
+        legacy["module"] = {**{k: v for k, v in legacy["module"].items() if k != "optimizer"},
+                            "optimizer": name, "weight_decay": 1e-4, "eps": 0.01}
+        upgraded = upgrade_saved_config(legacy)
+        assert upgraded["module"] == OmegaConf.to_container(current.module, resolve=True)
+        assert upgraded["module"]["optimizer"]["_target_"] == target
+        assert saved_config({"memvir_pl_config": legacy}).module.optimizer == current.module.optimizer
+    assert upgrade_saved_config(upgraded) == upgraded  # today's layout: unchanged
+
+    class Built(Exception):
+        pass
+
+    def build_run(cfg):
+        raise Built
+
+    (run / "checkpoints").mkdir(parents=True)
+    torch.save({"memvir_pl_config": legacy}, run / "checkpoints" / "last.ckpt")  # sgd, as saved before
+    monkeypatch.setattr("memvir_pl.train.build_run", build_run)
+    with pytest.raises(Built):  # ckpt_path=auto finds no difference in the training configuration
+        train(compose_config([*SOAK, "module/optimizer=sgd"], run))
+
+
 def test_sigterm_mid_accumulation_stops_after_the_step_and_resumes_exactly(tmp_path):
     """accumulate_grad_batches=2: a SIGTERM on the first batch of a step (batch 3 of the epoch) stops after the
     step's second batch, where the checkpoint holds everything; the resumed run ends as an uninterrupted one."""

@@ -29,7 +29,9 @@ def test_every_experiment_composes_with_the_published_settings(tmp_path):
         cfg = compose_config([f"+experiment={name}"], tmp_path)
         assert cfg.task_name == name
         assert cfg.model.backbone == "bninception" and cfg.model.embedding_dim == 512
-        assert cfg.data.batch_size == 128 and cfg.module.eps == 0.01 and cfg.module.proxy_lr == 1e-2
+        assert cfg.data.batch_size == 128 and cfg.module.proxy_lr == 1e-2
+        optimizer = cfg.module.optimizer
+        assert (optimizer._target_, optimizer.eps, optimizer.weight_decay) == ("torch.optim.Adam", 0.01, 1e-4)
     cars = compose_config(["+experiment=cars"], tmp_path)
     assert (cars.memvir.num_steps, cars.memvir.step_gap, cars.memvir.warmup_epochs) == (45, 10, 40)
     assert cars.loss.scale == 23.0 and cars.trainer.max_epochs == 2000 and cars.module.lr_schedule == "constant"

@@ -39,6 +39,28 @@ NOT_TRAINING_KEYS = frozenset({
 })
 
 
+#: ``module.optimizer`` names of run configs saved before the optimiser became an object config,
+#: and the torch class each one built (with ``module.eps``, not for SGD, and ``module.weight_decay``).
+LEGACY_OPTIMIZERS = {"adam": "torch.optim.Adam", "adamw": "torch.optim.AdamW", "sgd": "torch.optim.SGD"}
+
+
+def upgrade_saved_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A saved run config (a plain dict) in today's layout. A checkpoint written when
+    ``module.optimizer`` was a name, with ``module.eps`` and ``module.weight_decay`` beside it,
+    gets the object config that builds the same optimiser (``conf/module/optimizer/``), so that
+    it still loads, resumes and passes :func:`check_resume_config`. Anything else is returned as is."""
+    module = config.get("module")
+    if not isinstance(module, dict) or not isinstance(module.get("optimizer"), str):
+        return config
+    module = dict(module)
+    name = module.pop("optimizer")
+    eps, weight_decay = module.pop("eps", 0.01), module.pop("weight_decay", 1e-4)
+    optimizer: dict[str, Any] = {"_target_": LEGACY_OPTIMIZERS[name], "_partial_": True}
+    optimizer.update({"momentum": 0.0} if name == "sgd" else {"eps": eps})
+    module["optimizer"] = {**optimizer, "weight_decay": weight_decay}
+    return {**config, "module": module}
+
+
 class ResumeConfigError(ValueError):
     """``ckpt_path=auto`` found a checkpoint written under another training configuration."""
 
@@ -70,7 +92,7 @@ def check_resume_config(path: str | Path, cfg: DictConfig) -> None:
     if CONFIG_KEY not in checkpoint:
         differing = [f"the checkpoint has no saved config ('{CONFIG_KEY}'): it was not written by memvir_pl.train"]
     else:
-        differing = training_differences(checkpoint[CONFIG_KEY], current)
+        differing = training_differences(upgrade_saved_config(checkpoint[CONFIG_KEY]), current)
     if differing:
         raise ResumeConfigError(
             f"ckpt_path=auto found {path}, but it was written under another training configuration:\n  "
@@ -109,7 +131,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def saved_config(checkpoint: dict[str, Any]) -> DictConfig:
     """The run's config, with pretrained-weight loading off (the weights come from the checkpoint)."""
-    cfg = OmegaConf.create(checkpoint[CONFIG_KEY])
+    cfg = OmegaConf.create(upgrade_saved_config(checkpoint[CONFIG_KEY]))
     for key, value in (("pretrained", False), ("weights", None)):
         if key in cfg.model:
             cfg.model[key] = value

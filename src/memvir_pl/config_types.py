@@ -4,7 +4,9 @@ Hydra passes ``memvir.step_gap=abc`` through as the string ``'abc'``; without a 
 constructor fails later with ``invalid literal for int()``, naming neither the key nor the fix.
 :func:`check_config_types` reads the ``__init__`` hints of each group's ``_target_`` and says
 which key is wrong, what it expects and how to write it, and names keys the object does not
-take (``+module.foo=1``). Integers may be written as whole-number floats (``2.0``).
+take (``+module.foo=1``). Integers may be written as whole-number floats (``2.0``). An argument
+that takes a callable needs an object config (``module.optimizer``: ``_target_`` and ``_partial_``),
+whose own keys are checked against its target in turn.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import inspect
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import hydra
@@ -63,9 +65,11 @@ def check_node_types(node: DictConfig, path: str) -> None:
                 f"{', '.join(sorted(defaults))}. Remove the key (or the +{path}.{key}=... override) or fix "
                 "its spelling."
             )
+        value = node[key]
+        if isinstance(value, DictConfig) and "_target_" in value:
+            check_node_types(value, f"{path}.{key}")
         if key not in hints:
             continue
-        value = node[key]
         if isinstance(value, float) and fits(value, hints[key]) and not fits(value, hints[key], whole_floats=False):
             node[key] = int(value)  # a whole-number float for an integer argument: passed as that integer
             continue
@@ -73,6 +77,8 @@ def check_node_types(node: DictConfig, path: str) -> None:
             example = defaults.get(key, inspect.Parameter.empty)
             fix = f"e.g. {path}.{key}={_as_override(example)}" if example is not inspect.Parameter.empty else (
                 f"write {path}.{key}=<{describe(hints[key])}>")
+            if _is_callable_hint(hints[key]):
+                fix = _object_config_fix(path, key)
             as_written = written[key]
             shown = _as_override(value)
             if isinstance(as_written, str) and OmegaConf.is_interpolation(node, key):
@@ -149,7 +155,23 @@ def fits(value: Any, hint: Any, whole_floats: bool = True) -> bool:
         return all(fits(item, args[0], False) for item in value)
     if origin in (dict, Mapping):
         return isinstance(value, (DictConfig, dict))
+    if _is_callable_hint(hint):
+        return isinstance(value, DictConfig) and "_target_" in value
     return True
+
+
+def _is_callable_hint(hint: Any) -> bool:
+    return typing.get_origin(hint) is Callable or hint is Callable
+
+
+def _object_config_fix(path: str, key: str) -> str:
+    """How to give the callable argument ``path.key``: a file of its config group when there is
+    one (``module/optimizer=sgd``), else a ``_target_`` with ``_partial_: true``."""
+    from memvir_pl.config import CONFIG_DIR
+
+    options = sorted(p.stem for p in (CONFIG_DIR / path / key).glob("*.yaml"))
+    by_target = f"give {path}.{key}._target_=<a class or function> with _partial_: true"
+    return f"choose one with {path}/{key}={'|'.join(options)}, or {by_target}" if options else by_target
 
 
 def describe(hint: Any) -> str:
@@ -162,6 +184,8 @@ def describe(hint: Any) -> str:
     if origin in (tuple, list, Sequence):
         args = [a for a in typing.get_args(hint) if a is not Ellipsis]
         return f"a list of {_plural(describe(args[0]))}" if args else "a list"
+    if _is_callable_hint(hint):
+        return "an object config (_target_ and _partial_: true)"
     words = {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null"}
     return words.get(hint, getattr(hint, "__name__", str(hint)))
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
@@ -15,7 +16,11 @@ from memvir_pl.inference import update_metric
 from memvir_pl.losses.base import VirtualClassLoss
 from memvir_pl.metrics import RetrievalMetrics
 
-OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+#: Builds the optimiser from parameter groups (each with its ``lr``): a torch optimiser class with
+#: its other settings bound, e.g. a Hydra config with ``_partial_: true`` (``conf/module/optimizer/``).
+OptimizerFactory = Callable[[Iterable[dict[str, Any]]], torch.optim.Optimizer]
+#: The official optimiser (github.com/navervision/MemVir): Adam, eps 0.01, weight decay 1e-4.
+OFFICIAL_OPTIMIZER: OptimizerFactory = functools.partial(torch.optim.Adam, eps=0.01, weight_decay=1e-4)
 LR_SCHEDULES = ("constant", "step", "cosine")
 
 
@@ -55,11 +60,11 @@ class DMLModule(pl.LightningModule):
             :class:`memvir_pl.models.EmbeddingNet` (its ``freeze_bn`` keeps
             BatchNorm statistics frozen, as the official ``--freeze_BN``).
         loss: a :class:`~memvir_pl.losses.ProxyLoss` or ``PMLAdapter`` over the training classes.
-        optimizer: ``"adam"`` (official), ``"adamw"`` or ``"sgd"``.
+        optimizer: parameter groups -> torch optimiser, every setting but the learning rates
+            bound (:data:`OptimizerFactory`, e.g. ``functools.partial(torch.optim.SGD,
+            momentum=0.9)``); default :data:`OFFICIAL_OPTIMIZER`.
         lr: learning rate of the model (backbone + embedding); official 1e-4.
         proxy_lr: learning rate of the loss's proxies; official 1e-2.
-        weight_decay: for both groups; official 1e-4.
-        eps: Adam's epsilon; official 0.01.
         lr_schedule: ``"constant"``, ``"step"`` (x ``lr_decay_gamma`` every
             ``lr_decay_step`` epochs up to ``lr_decay_stop``, the official rule: see
             :func:`step_decay_factor`) or ``"cosine"`` (per optimiser step, from lr to 0 over the
@@ -78,11 +83,9 @@ class DMLModule(pl.LightningModule):
         self,
         model: nn.Module,
         loss: VirtualClassLoss,
-        optimizer: str = "adam",
+        optimizer: OptimizerFactory = OFFICIAL_OPTIMIZER,
         lr: float = 1e-4,
         proxy_lr: float = 1e-2,
-        weight_decay: float = 1e-4,
-        eps: float = 0.01,
         lr_schedule: str = "constant",
         lr_decay_step: int | None = None,
         lr_decay_stop: int | None = None,
@@ -91,8 +94,17 @@ class DMLModule(pl.LightningModule):
         metric_backend: str = "auto",
     ) -> None:
         super().__init__()
-        if optimizer not in OPTIMIZERS:
-            raise ValueError(f"DMLModule: optimizer must be one of {sorted(OPTIMIZERS)}, got {optimizer!r}.")
+        if not callable(optimizer):
+            raise TypeError(
+                f"DMLModule: optimizer must build a torch optimiser from parameter groups (e.g. "
+                f"functools.partial(torch.optim.Adam, eps=0.01)), got {optimizer!r}; in a config choose one "
+                "with module/optimizer=adam|adamw|sgd, or give module.optimizer a _target_ and _partial_: true."
+            )
+        if "lr" in getattr(optimizer, "keywords", {}):
+            raise ValueError(
+                f"DMLModule: the optimizer binds lr={optimizer.keywords['lr']!r}, which the parameter groups' own "
+                "learning rates would override; set module.lr (network) and module.proxy_lr (proxies) instead."
+            )
         if lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"DMLModule: lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}.")
         if lr_schedule == "step" and not (lr_decay_step and lr_decay_step > 0):
@@ -100,7 +112,9 @@ class DMLModule(pl.LightningModule):
                 f"DMLModule: lr_schedule='step' needs lr_decay_step > 0 (epochs), got {lr_decay_step!r}; "
                 "e.g. module.lr_decay_step=50 module.lr_decay_stop=50 (the official CARS196 baseline)."
             )
-        self.save_hyperparameters(ignore=["model", "loss"])
+        # the optimiser's settings are in the run config (saved in checkpoints), not in the hyper-parameters
+        self.save_hyperparameters(ignore=["model", "loss", "optimizer"])
+        self.optimizer_factory = optimizer
         self.model = model
         self.loss = loss
         self.val_metrics = RetrievalMetrics(k=tuple(k), backend=metric_backend)
@@ -144,10 +158,7 @@ class DMLModule(pl.LightningModule):
             {"params": [p for p in self.model.parameters() if p.requires_grad], "lr": hp.lr, "name": "model"},
             {"params": [p for p in self.loss.parameters() if p.requires_grad], "lr": hp.proxy_lr, "name": "proxies"},
         ]
-        kwargs: dict[str, Any] = {"weight_decay": hp.weight_decay}
-        if hp.optimizer in ("adam", "adamw"):
-            kwargs["eps"] = hp.eps
-        optimizer = OPTIMIZERS[hp.optimizer]([g for g in groups if g["params"]], **kwargs)
+        optimizer = self.optimizer_factory([g for g in groups if g["params"]])
         if hp.lr_schedule == "constant":
             return optimizer
         if hp.lr_schedule == "step":
