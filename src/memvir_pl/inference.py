@@ -3,8 +3,8 @@ the one loop that feeds a retrieval metric.
 
 Everything that embeds images after training goes through here: the module's validation and test
 steps (:func:`update_metric`), :class:`memvir_pl.extensions.split_eval.SplitEvaluation` and the benchmark's
-zero-shot row (:func:`evaluate`), ``memvir_pl.embed`` and ``memvir_pl.search``
-(:func:`embed_batches`, :func:`load_model`). Loading a model reads only the checkpoint: no data
+zero-shot row (:func:`evaluate`), ``memvir_pl.embed``, ``memvir_pl.search`` and the retrieval grid of
+:class:`~memvir_pl.extensions.figures.FigureLogging` (:func:`embed_batches`, :func:`load_model`). Loading a model reads only the checkpoint: no data
 set, no datamodule.
 """
 

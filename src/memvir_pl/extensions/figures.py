@@ -84,6 +84,7 @@ class FigureLogging(pl.Callback):
         """The grid of module docstring, or None when the validation split has no images to show."""
         from torch.utils.data import DataLoader, Subset
 
+        from memvir_pl.inference import embed_batches
         from memvir_pl.metrics import knn
         from memvir_pl.viz import plot_retrieval_grid
 
@@ -100,9 +101,8 @@ class FigureLogging(pl.Callback):
         queries = torch.tensor([int(np.flatnonzero(labels_np == c)[0]) for c in chosen])
         loader = DataLoader(Subset(datamodule.split_dataset("val", train=False), range(count)), batch_size=256)
         was_training = pl_module.training
-        pl_module.eval()
         try:
-            embeddings = torch.cat([pl_module(batch["image"].to(pl_module.device)).float().cpu() for batch in loader])
+            embeddings, _ = embed_batches(pl_module, loader, pl_module.device)  # puts the module in eval mode
         finally:
             pl_module.train(was_training)
         found = knn(embeddings[queries], embeddings, k=min(self.k, count - 1), exclude=queries)
