@@ -170,18 +170,18 @@ def _rule_record(loss, memvir, ablation, seed, r1, map_r, epochs, val=0.3):
 
 def test_the_rule_compares_each_part_with_the_same_lr_baseline_and_reads_mean_and_2_se(tmp_path):
     """Two regimes by hand: (vi) with the const baseline and a swept part (the setting chosen on validation,
-    not the better-testing one), (i-b) with the plain baseline. NormSoftmax: virtual proxies +1 and +0.5 R@1
+    not the better-testing one), (iv) with the plain baseline (both arms at a constant lr). NormSoftmax: virtual proxies +1 and +0.5 R@1
     (mean +0.75), MAP@R +1 and -0.2 (-0.2 ± 0.1 is not below 0 by more than 2 SE); ProxyAnchor: +0.5 in (vi)
     only. Then ProxyAnchor's (vi) virtual proxies at -1 ± 0.2: below 0 by more than 2 SE, the rule says no."""
     from quality_bench.rule import regime_cells, rule_report, verdict
 
-    e6, e1 = REGIMES["emoji_frozen"].epochs, REGIMES["glyphs_cnn_few"].epochs
-    assert REGIMES["emoji_frozen"].ablation_baseline == "const" and REGIMES["glyphs_cnn_few"].ablation_baseline == ""
-    vi, ib = tmp_path / "runs" / "emoji_frozen", tmp_path / "runs" / "glyphs_cnn_few"
+    e6, e1 = REGIMES["emoji_frozen"].epochs, REGIMES["emoji_effnet"].epochs
+    assert REGIMES["emoji_frozen"].ablation_baseline == "const" and REGIMES["emoji_effnet"].ablation_baseline == ""
+    vi, iv = tmp_path / "runs" / "emoji_frozen", tmp_path / "runs" / "emoji_effnet"
     vi.mkdir(parents=True)
-    ib.mkdir(parents=True)
+    iv.mkdir(parents=True)
     spread = (-0.1, 0.1)  # seeds 0, 1: std 0.1414, Welch SE of a difference of two such arms 0.1414
-    records = {vi: [], ib: []}
+    records = {vi: [], iv: []}
     for seed, d in enumerate(spread):
         for loss in ("norm_softmax", "proxy_anchor"):
             records[vi] += [_rule_record(loss, False, "const", seed, 50 + d, 20 + d, e6),
@@ -190,27 +190,27 @@ def test_the_rule_compares_each_part_with_the_same_lr_baseline_and_reads_mean_an
         records[vi] += [_rule_record("norm_softmax", True, "virtual_proxies-N10-M5", seed, 51 + d, 21 + d, e6, 0.4),
                         _rule_record("norm_softmax", True, "virtual_proxies-N1-M5", seed, 60 + d, 30 + d, e6, 0.2),
                         _rule_record("proxy_anchor", True, "virtual_proxies-N10-M5", seed, 50.5 + d, 20 + d, e6, 0.4)]
-        records[ib] += [_rule_record("norm_softmax", False, "", seed, 70 + d, 30 + d, e1),
+        records[iv] += [_rule_record("norm_softmax", False, "", seed, 70 + d, 30 + d, e1),
                         _rule_record("norm_softmax", True, "virtual_proxies", seed, 70.5 + d, 29.8 + d, e1)]
     for folder, rs in records.items():
         for i, r in enumerate(rs):
             (folder / f"{i}.json").write_text(json.dumps(r))
     cells = {"emoji_frozen": regime_cells(REGIMES["emoji_frozen"], records[vi]),
-             "glyphs_cnn_few": regime_cells(REGIMES["glyphs_cnn_few"], records[ib])}
+             "emoji_effnet": regime_cells(REGIMES["emoji_effnet"], records[iv])}
     vp = cells["emoji_frozen"]["norm_softmax"]["virtual proxies"]
     assert vp.seeds == 2 and vp.baseline == pytest.approx(50) and vp.arm == pytest.approx(51)  # N10 chosen on val
     assert vp.deltas["recall@1"] == pytest.approx((1.0, 0.1414), abs=1e-3)
     assert cells["emoji_frozen"]["norm_softmax"]["MemVir"].deltas["recall@1"][0] == pytest.approx(-2.0)
     assert "virtual proxies masked" not in cells["emoji_frozen"]["norm_softmax"]
-    assert cells["glyphs_cnn_few"]["norm_softmax"]["virtual proxies"].deltas["map@r"][0] == pytest.approx(-0.2)
+    assert cells["emoji_effnet"]["norm_softmax"]["virtual proxies"].deltas["map@r"][0] == pytest.approx(-0.2)
     v = verdict(cells, "virtual proxies")
     assert v.holds is True and v.failing == []
     assert v.means["norm_softmax"] == pytest.approx({"recall@1": 0.75, "map@r": 0.4})
     assert v.regimes["proxy_anchor"] == ["emoji_frozen"]
     assert verdict(cells, "virtual proxies masked").holds is None  # no regime has it
     assert verdict(cells, "MemVir").holds is False
-    text = rule_report(["emoji_frozen", "glyphs_cnn_few"], tmp_path / "runs", tmp_path / "rule.md", "cmd").read_text()
-    assert "| virtual proxies | NormSoftmax | emoji_frozen, glyphs_cnn_few | +0.75 | +0.40 | none | **yes** |" in text
+    text = rule_report(["emoji_frozen", "emoji_effnet"], tmp_path / "runs", tmp_path / "rule.md", "cmd").read_text()
+    assert "| virtual proxies | NormSoftmax | emoji_effnet, emoji_frozen | +0.75 | +0.40 | none | **yes** |" in text
     records[vi] = [r for r in records[vi]
                    if not (r["loss"] == "proxy_anchor" and r["ablation"].startswith("virtual_proxies"))]
     records[vi] += [_rule_record("proxy_anchor", True, "virtual_proxies-N10-M5", seed, 49 + 2 * d, 20, e6)
