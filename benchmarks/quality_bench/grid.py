@@ -62,7 +62,7 @@ class RunSpec:
             f"trainer.max_epochs={self.epochs}",
             f"seed={self.seed}",
             *COMMON,
-            TEST_CURVE,
+            *((TEST_CURVE,) if regime.test_curve else ()),
             *regime.arm_overrides(self.loss, self.memvir, self.epochs),
             *self.extra,
         ]
