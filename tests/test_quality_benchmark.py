@@ -157,6 +157,22 @@ def test_emoji_regimes_scale_the_official_settings():
     assert last_wins("a=1", "b=2", "a=3") == ("a=3", "b=2")
 
 
+def test_few_character_glyphs_train_memvir_at_a_constant_lr_without_a_test_curve():
+    """(i-b): the baseline keeps the config's cosine decay, MemVir and its parts train at a constant lr and
+    are compared with the baseline at that lr; only the emoji regimes evaluate the test split every epoch."""
+    from quality_bench.regimes import TEST_CURVE
+
+    few = REGIMES["glyphs_cnn_few"]
+    by_name = {s.name: s for s in grid(few, ["norm_softmax"], [0], ["const", "virtual_proxies-N10-M5"], ["equal"])}
+    assert "module.lr_schedule=constant" not in by_name["norm_softmax-base-e40-s0"].overrides(few)
+    assert "module.lr_schedule=constant" in by_name["norm_softmax-memvir-virtual_proxies-N10-M5-e40-s0"].overrides(few)
+    assert by_name["norm_softmax-memvir-const-e40-s0"].same_as == "norm_softmax-memvir-e40-s0"
+    assert few.ablation_baseline == "const"
+    assert not any(TEST_CURVE in s.overrides(few) for s in by_name.values())
+    frozen = REGIMES["emoji_frozen"]
+    assert all(TEST_CURVE in s.overrides(frozen) for s in grid(frozen, ["norm_softmax"], [0], [], ["equal"])[1:])
+
+
 def _record(memvir, ablation, seed, r1, epochs=8):
     return {"loss": "norm_softmax", "memvir": memvir, "ablation": ablation, "epochs": epochs,
             "seed": seed, "test": {"test/recall@1": r1 / 100, "test/map@r": r1 / 200}}
