@@ -191,7 +191,7 @@ def test_the_rule_compares_each_part_with_the_same_lr_baseline_and_reads_mean_an
     only. Then ProxyAnchor's (vi) virtual proxies at -1 ± 0.2: below 0 by more than 2 SE, the rule says no."""
     from quality_bench.rule import regime_cells, rule_report, verdict
 
-    e6, e1 = REGIMES["emoji_frozen"].epochs, REGIMES["emoji_effnet"].epochs
+    e6, e4 = REGIMES["emoji_frozen"].epochs, REGIMES["emoji_effnet"].epochs
     assert REGIMES["emoji_frozen"].ablation_baseline == "const" and REGIMES["emoji_effnet"].ablation_baseline == ""
     vi, iv = tmp_path / "runs" / "emoji_frozen", tmp_path / "runs" / "emoji_effnet"
     vi.mkdir(parents=True)
@@ -206,8 +206,8 @@ def test_the_rule_compares_each_part_with_the_same_lr_baseline_and_reads_mean_an
         records[vi] += [_rule_record("norm_softmax", True, "virtual_proxies-N10-M5", seed, 51 + d, 21 + d, e6, 0.4),
                         _rule_record("norm_softmax", True, "virtual_proxies-N1-M5", seed, 60 + d, 30 + d, e6, 0.2),
                         _rule_record("proxy_anchor", True, "virtual_proxies-N10-M5", seed, 50.5 + d, 20 + d, e6, 0.4)]
-        records[iv] += [_rule_record("norm_softmax", False, "", seed, 70 + d, 30 + d, e1),
-                        _rule_record("norm_softmax", True, "virtual_proxies", seed, 70.5 + d, 29.8 + d, e1)]
+        records[iv] += [_rule_record("norm_softmax", False, "", seed, 70 + d, 30 + d, e4),
+                        _rule_record("norm_softmax", True, "virtual_proxies", seed, 70.5 + d, 29.8 + d, e4)]
     for folder, rs in records.items():
         for i, r in enumerate(rs):
             (folder / f"{i}.json").write_text(json.dumps(r))
@@ -393,6 +393,7 @@ def test_plan_predicts_training_and_both_evaluations():
     # 160 steps of 2 s; 2 validations of val + test (2,000 + 5,000 images) and the final test
     # (5,000) at 6 ms per image: 320 + 0.006 x 19,000 = 434 s
     assert plan.predicted_seconds(160, 2.0, 2, 2000, 5000, 0.006) == pytest.approx(434)
+    assert plan.predicted_seconds(160, 2.0, 2, 2000, 5000, 0.006, test_curve=False) == pytest.approx(374)
 
 
 @pytest.mark.slow

@@ -28,10 +28,11 @@ def _median_seconds(step: Callable[[], None], reps: int) -> float:
 
 
 def predicted_seconds(steps: int, step_s: float, validations: int, val_images: int, test_images: int,
-                      eval_s_per_image: float) -> float:
-    """A run's seconds: ``steps`` training steps, ``validations`` evaluations of val + test
-    (the per-epoch test curve), and the final test of the chosen checkpoint."""
-    return steps * step_s + eval_s_per_image * (validations * (val_images + test_images) + test_images)
+                      eval_s_per_image: float, test_curve: bool = True) -> float:
+    """A run's seconds: ``steps`` training steps, ``validations`` evaluations of val (+ test where
+    the regime has the per-epoch ``test_curve``), and the final test of the chosen checkpoint."""
+    per_validation = val_images + (test_images if test_curve else 0)
+    return steps * step_s + eval_s_per_image * (validations * per_validation + test_images)
 
 
 def plan(regime_name: str, regime: Regime, work_dir: Path, reps: int = 3) -> str:
@@ -75,6 +76,6 @@ def plan(regime_name: str, regime: Regime, work_dir: Path, reps: int = 3) -> str
     ]
     for epochs in (regime.epochs, regime.long_factor * regime.epochs):
         seconds = predicted_seconds(epochs * steps, step_s, math.floor(epochs / every), sizes["val"],
-                                    sizes["test"], eval_s)
+                                    sizes["test"], eval_s, regime.test_curve)
         lines.append(f"- E={epochs}: {epochs * steps} steps, predicted {seconds / 60:.1f} min per run")
     return "\n".join(lines)

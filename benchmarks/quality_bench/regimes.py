@@ -237,7 +237,7 @@ REGIMES = {
     # regime (i)). The baseline keeps the cosine decay; MemVir trains at its official constant lr
     # and its parts are compared with the baseline at that lr (`const`). No per-epoch test curve:
     # the test split holds 78.5 % of the characters (~17k renderings), and evaluating it at every
-    # other epoch took 2/3 of a run.
+    # other epoch took half of a run.
     "glyphs_cnn_few": Regime(
         "(i-b) small CNN from scratch, glyphs (a) with ~100 training characters, 32 px",
         ("data=glyphs", "model=small_cnn",
