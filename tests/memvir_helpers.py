@@ -35,9 +35,10 @@ class CosineSoftmax(ProxyLoss):
         return loss
 
 
-def proxy_anchor_loop(x, labels, proxies, weights, alpha, delta, mask=None):
+def proxy_anchor_loop(x, labels, proxies, weights, alpha, delta, mask=None, negative_count=None):
     """Proxy-Anchor with weighted exp terms, one proxy and one row at a time, float64;
-    ``mask[i][c]`` True leaves row i out of proxy c's negatives."""
+    ``mask[i][c]`` True leaves row i out of proxy c's negatives; the negative sum is divided by
+    ``negative_count`` (default: every proxy)."""
     x = torch.nn.functional.normalize(x.double(), dim=1)
     p = torch.nn.functional.normalize(proxies.double(), dim=1)
     pos_total, neg_total, with_positives = 0.0, 0.0, 0
@@ -53,7 +54,7 @@ def proxy_anchor_loop(x, labels, proxies, weights, alpha, delta, mask=None):
             with_positives += 1
             pos_total += torch.log1p(torch.tensor(pos_sum)).item()
         neg_total += torch.log1p(torch.tensor(neg_sum)).item()
-    return pos_total / with_positives + neg_total / len(p)
+    return pos_total / with_positives + neg_total / (negative_count or len(p))
 
 
 def fixed_data(steps: int, batch: int, in_dim: int, num_classes: int, seed: int = 0) -> TensorDataset:

@@ -580,6 +580,11 @@ def test_a_part_with_its_own_n_and_m_is_an_ablation_of_every_loss_at_the_regimes
     assert ablation_overrides("const") == ["module.lr_schedule=constant"]
     with pytest.raises(ValueError, match="e.g. virtual_proxies-N3-M20"):
         ablation_overrides("virtual_proxies-N3")
+    # ablations joined by + apply in order, each resolved as alone
+    assert ablation_overrides("virtual_proxies-N3-M20+real_negatives") == [
+        "memvir.parts=virtual_proxies", "memvir.num_steps=3", "memvir.step_gap=20", "loss.negative_mean=real_proxies"]
+    with pytest.raises(ValueError, match="unknown ablation 'nope'"):
+        ablation_overrides("const+nope")
     regime = dataclasses.replace(REGIMES["glyphs_cnn"], long_factor=5)
     specs = grid(regime, ["norm_softmax", "proxy_anchor"], [0], ["virtual_proxies_masked-N1-M4"], [], ["equal", "long"])
     assert [s.name for s in specs] == [

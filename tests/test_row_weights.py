@@ -95,6 +95,28 @@ def test_proxy_anchor_mask_leaves_rows_out_of_the_masked_proxies_negatives():
     assert value.item() == pytest.approx(proxy_anchor_loop(x, labels, proxies, w, 8.0, 0.1, mask.tolist()), rel=1e-5)
 
 
+def test_proxy_anchor_real_proxies_divides_the_negatives_by_the_real_classes_only():
+    torch.manual_seed(0)
+    loss = ProxyAnchor(num_classes=C, embedding_dim=D, alpha=8.0, delta=0.1, negative_mean="real_proxies")
+    x, labels, w = _batch(1)
+    real = loss.proxies.detach()
+    proxies = torch.cat([real, torch.randn(C, D)])  # one virtual block: 2C proxy rows, C real classes
+    mask = _mask()
+    value = loss.loss_from(x, labels, proxies, 2 * C, row_weights=w, logit_mask=mask)
+    expected = proxy_anchor_loop(x, labels, proxies, w, 8.0, 0.1, mask.tolist(), negative_count=C)
+    assert value.item() == pytest.approx(expected, rel=1e-5)
+    # the virtual block's negatives add to the loss rather than dilute the real ones
+    assert value.item() != pytest.approx(proxy_anchor_loop(x, labels, proxies, w, 8.0, 0.1, mask.tolist()), rel=1e-3)
+    # without virtual classes both means are the same loss
+    every = ProxyAnchor(num_classes=C, embedding_dim=D, alpha=8.0, delta=0.1)
+    torch.testing.assert_close(loss.loss_from(x, labels, real, C), every.loss_from(x, labels, real, C))
+
+
+def test_proxy_anchor_names_the_negative_means_it_accepts():
+    with pytest.raises(ValueError, match="negative_mean must be one of .*'all_proxies', 'real_proxies'.*got 'real'"):
+        ProxyAnchor(C, D, negative_mean="real")
+
+
 def test_pml_adapter_and_plain_proxy_losses_refuse_a_logit_mask():
     x, labels, _ = _batch()
     adapter = PMLAdapter(pml.ProxyNCALoss(num_classes=C, embedding_size=D))

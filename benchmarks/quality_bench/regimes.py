@@ -61,6 +61,9 @@ ABLATIONS = {
     "virtual_proxies": ["memvir.parts=virtual_proxies"],
     "no_own_virtual": ["memvir.parts=no_own_virtual"],
     "virtual_proxies_masked": ["memvir.parts=virtual_proxies_masked"],
+    # Proxy-Anchor only: the negative terms averaged over the real classes, so that virtual proxies
+    # add negatives without shrinking each real proxy's own negative gradient by 1/(N+1)
+    "real_negatives": ["loss.negative_mean=real_proxies"],
 }
 #: Ablations of the training setting rather than of MemVir: the baseline runs with them too.
 BOTH_ARMS = frozenset({"const", "cosine"})
@@ -70,8 +73,11 @@ SETTING = re.compile(r"(?P<part>full|memory_rows|virtual_proxies|virtual_proxies
 
 
 def ablation_overrides(name: str) -> list[str]:
-    """The overrides of an ablation: an entry of :data:`ABLATIONS`, or a :data:`SETTING` name
-    (a part of MemVir at N past steps, M apart)."""
+    """The overrides of an ablation: an entry of :data:`ABLATIONS`, a :data:`SETTING` name (a part
+    of MemVir at N past steps, M apart), or several of these joined by ``+``
+    (``virtual_proxies-N10-M5+real_negatives``), whose overrides apply in that order."""
+    if "+" in name:
+        return [override for single in name.split("+") for override in ablation_overrides(single)]
     if name in ABLATIONS:
         return list(ABLATIONS[name])
     match = SETTING.fullmatch(name)

@@ -23,21 +23,39 @@ class ProxyAnchor(ProxyLoss):
     the proxies with at least one positive in the batch and P is every proxy
     row passed in (virtual ones included).
 
+    With virtual classes (MemVir), ``negative_mean`` says what the negative sum is
+    divided by: ``"all_proxies"`` (default) is the formula above, |P| = C(N+1) for N
+    past proxy blocks, so each real proxy's own negative gradient shrinks by
+    1/(N+1) while its positive one does not; ``"real_proxies"`` divides by the
+    loss's own C, so each virtual proxy adds a negative term (as a virtual class
+    adds a logit to a softmax loss) and a real proxy's terms weigh as without
+    virtual classes. Without virtual classes the two are the same loss.
+
     Args:
         num_classes: C.
         embedding_dim: D.
         alpha: scale α (default 32).
         delta: margin δ (default 0.1).
+        negative_mean: ``"all_proxies"`` or ``"real_proxies"`` (see above).
     """
 
     supports_logit_mask = True
+    NEGATIVE_MEANS = ("all_proxies", "real_proxies")
 
     def __init__(
-        self, num_classes: int, embedding_dim: int, alpha: float = 32.0, delta: float = 0.1
+        self, num_classes: int, embedding_dim: int, alpha: float = 32.0, delta: float = 0.1,
+        negative_mean: str = "all_proxies",
     ) -> None:
         super().__init__(num_classes, embedding_dim)
         self.alpha = check_positive("ProxyAnchor", "alpha", alpha)
         self.delta = float(delta)
+        if negative_mean not in self.NEGATIVE_MEANS:
+            raise ValueError(
+                f"ProxyAnchor: negative_mean must be one of {self.NEGATIVE_MEANS}, got {negative_mean!r}; "
+                "'all_proxies' averages the negative terms over every proxy row (virtual ones included), "
+                "'real_proxies' over the loss's own classes."
+            )
+        self.negative_mean = negative_mean
 
     def reset_parameters(self) -> None:
         """Kaiming-normal (fan_out) on the class-first (C, D) tensor, as the Proxy-Anchor repository.
@@ -62,7 +80,8 @@ class ProxyAnchor(ProxyLoss):
         negative = ~positive if logit_mask is None else ~positive & ~logit_mask
         neg_term = _log1p_sum_exp(self.alpha * (cosine + self.delta) + log_w, negative)
         proxies_with_positives = positive.any(dim=0).sum().clamp_min(1)
-        return pos_term.sum() / proxies_with_positives + neg_term.sum() / num_classes
+        negative_count = num_classes if self.negative_mean == "all_proxies" else self.num_classes
+        return pos_term.sum() / proxies_with_positives + neg_term.sum() / negative_count
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, alpha={self.alpha}, delta={self.delta}"
+        return f"{super().extra_repr()}, alpha={self.alpha}, delta={self.delta}, negative_mean={self.negative_mean!r}"
