@@ -353,6 +353,7 @@ def test_tiny_benchmark_reports_the_runs_metrics(tmp_path, monkeypatch):
         cached = json.loads((out / "runs" / "tiny" / f"{name}.json").read_text())
         assert cached["test"] == metrics["test"]
         assert cached["best"] == metrics["best"]
+        assert cached["cpu"] == runner.cpu_model() and cached["cpu"]  # the machine its minutes were timed on
         # the per-epoch curve read from the csv log holds the selected epoch's val metrics
         curve_row = next(r for r in cached["val_curve"] if r["epoch"] == metrics["best"]["epoch"])
         assert curve_row["val/map@r"] == pytest.approx(metrics["best"]["val/map@r"], abs=1e-6)
@@ -630,11 +631,13 @@ def test_settings_are_chosen_on_validation_and_time_to_the_baselines_target_is_r
         "norm_softmax/virtual_proxies-N3-M4/40", "norm_softmax/virtual_proxies_masked-N3-M4/40",
         "norm_softmax/virtual_proxies-N1-M4/80"}
     # target: 99 % of the const baseline's best val MAP@R (22 and 23: mean 22.5) = 22.275
+    records[0]["cpu"] = "Test CPU 9000"  # runs keep the CPU they were timed on; older records do not
     sooner = report.sooner_rows(stats.group(records), "const")[2:]
     n3 = next(r for r in sooner if "virtual_proxies-N3-M4 " in r)
     # seed 0 reaches it at epoch 20 (15 of 40 epochs' 10 minutes: 5.0), seed 1 at epoch 10 (2.5)
     assert "| 22.27 | 2/2 | 15.00 ± 7.07 | 3.75 ± 1.77 |" in n3
-    assert "| 1/1 | 30.00 | 7.50 | 23.00 |" in next(r for r in sooner if "virtual_proxies-N1-M4 " in r)
+    assert next(r for r in sooner if "virtual_proxies-N1-M4 " in r).endswith("| 1/1 | 30.00 | 7.50 | 23.00 | Test CPU 9000 |")
+    assert n3.endswith(f"| {report.NO_CPU} |")
     masked = next(r for r in sooner if "masked" in r)
     assert "| 0/1 | – | – | 13.00 |" in masked
     # the report shows only the chosen setting in the test tables, and the sweep on validation

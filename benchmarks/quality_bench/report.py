@@ -107,11 +107,15 @@ def sweep_rows(scores: Sequence[stats.SettingScore], chosen: set[str]) -> list[s
     return lines
 
 
+#: what the report shows for a run recorded before runs kept their CPU's name
+NO_CPU = "not recorded"
+
+
 def sooner_rows(groups: dict[tuple, list[dict]], reference: str = "", share: float = 0.99) -> list[str]:
     """Per loss: the epochs and fitting minutes each arm needs to reach ``share`` of the best
     validation MAP@R of the baseline ``reference`` (the longest run of it; mean over seeds)."""
     lines = ["| loss | arm | epochs | target val MAP@R | runs reaching it | epochs to reach | minutes to reach "
-             "| best val MAP@R |", "|---|---|---|---|---|---|---|---|"]
+             "| best val MAP@R | timed on |", "|---|---|---|---|---|---|---|---|---|"]
     for loss in sorted({k[0] for k in groups if k[0] != ZERO_SHOT}):
         refs = sorted((k for k in groups if k[0] == loss and not k[1] and k[2] == reference), key=lambda k: k[3])
         if not refs:
@@ -126,7 +130,8 @@ def sooner_rows(groups: dict[tuple, list[dict]], reference: str = "", share: flo
             lines.append(f"| {LABELS.get(loss, loss)} | {method_label(memvir, ablation)} | {epochs} | {target:.2f} | "
                          f"{t.reached}/{t.runs} | {fmt(*t.epochs) if t.reached else '–'} | "
                          f"{fmt(*t.minutes) if t.reached else '–'} | "
-                         f"{fmt(*stats.mean_std([stats.best_val(r) for r in rs]))} |")
+                         f"{fmt(*stats.mean_std([stats.best_val(r) for r in rs]))} | "
+                         f"{', '.join(sorted({r.get('cpu', NO_CPU) for r in rs}))} |")
     return lines
 
 
@@ -377,7 +382,8 @@ def write_report(regime_name: str, regime: Regime, cache_dir: Path, out_dir: Pat
                   " included; a run without an epoch clock: its whole time pro rata of its epochs) each arm needs"
                   " to reach 99 % of"
                   f" the best validation MAP@R of the baseline{f' `{reference}`' if reference else ''} (its longest"
-                  " run, mean over seeds); mean ± std over the runs that reach it.", "", *sooner, ""]
+                  " run, mean over seeds); mean ± std over the runs that reach it. Minutes compare only between runs"
+                  " timed on the same CPU (the last column).", "", *sooner, ""]
     lines += audit_section(records, regime.long_factor)
     lines += [f"Validation Recall@1 per epoch: `{plot.name}`.", ""]
     table = out_dir / f"quality_{regime_name}.md"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import platform
 import shutil
 import time
 from collections.abc import Sequence
@@ -66,6 +67,19 @@ def check_steps_per_epoch(cfg: Any, regime: Regime) -> None:
             "see benchmarks/quality_bench/regimes.py) or use a larger training split.")
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``, else :func:`platform.processor`), recorded with each run
+    so that its minutes are compared only with runs timed on the same kind of machine."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
 def machine_overrides(work_dir: Path) -> list[str]:
     """Where a run finds its data and cache, and its thread count: the repository's ``data/``
     (or ``$MEMVIR_DATA``; a run's own folder is its working directory), the grid's shared cache,
@@ -108,7 +122,7 @@ def run_one(spec: RunSpec, regime: Regime, work_dir: Path, cache_dir: Path, comm
         "test": metrics["test"],
         "test_checkpoint": repo_relative(checkpoint) if checkpoint and checkpoint != "final weights" else checkpoint,
         "val_curve": val_curve, "test_curve": test_curve, "epoch_seconds": read_clock(clock),
-        "run_dir": repo_relative(run_dir), "command": command,
+        "run_dir": repo_relative(run_dir), "command": command, "cpu": cpu_model(),
     }
     cache_dir.mkdir(parents=True, exist_ok=True)
     (cache_dir / f"{spec.name}.json").write_text(json.dumps(record, indent=1))
