@@ -63,7 +63,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "for both (none: ablations only)")
     p.add_argument("--ablations", nargs="*", default=[],
                    help=f"of {sorted(ABLATIONS)}, or a MemVir part with its N and M (e.g. virtual_proxies-N3-M20: "
-                        "a settings sweep, chosen on validation in the report)")
+                        "a settings sweep, chosen on validation in the report), or several joined by + "
+                        "(virtual_proxies-N10-M5+real_negatives)")
     p.add_argument("--ablation-budgets", nargs="+", choices=sorted(BUDGETS), default=["equal"],
                    help="epochs of the ablation runs (default E only)")
     p.add_argument("--epochs", type=int, default=None, help="E (default: the regime's)")
