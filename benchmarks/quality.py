@@ -7,8 +7,9 @@ checkpoint as mean ± std over seeds plus the MemVir − baseline difference wit
 standard error (Welch: sqrt(s_a²/n_a + s_b²/n_b)). Budgets: ``E`` epochs for both (equal
 epochs), MemVir at ``kE`` (the regime's ``long_factor``, 2 unless it says otherwise) against
 the baseline at ``E`` (MemVir trained longer, as the paper does) and the budget-matched control
-(baseline at ``kE``). Ablations vary one MemVir setting of each loss's run (at ``E``;
-``--ablation-budgets long`` adds ``kE``); a MemVir part with its own N and M
+(baseline at ``kE``); ``--arms base`` (or ``memvir``) trains one arm of these plain runs
+only. Ablations vary one MemVir setting of each loss's run (at ``E``; ``--ablation-budgets
+long`` adds ``kE``); a MemVir part with its own N and M
 (``virtual_proxies-N3-M20``) is a settings sweep, chosen on validation alone; those in
 ``BOTH_ARMS`` (the lr schedules) change the baseline too, and a regime's ``ablation_baseline``
 (e.g. ``const``) is also compared arm against arm like the plain runs. ``--summary`` draws
@@ -47,7 +48,7 @@ from pathlib import Path
 
 from quality_bench import report, runner
 from quality_bench.data_report import data_report
-from quality_bench.grid import BUDGETS, grid
+from quality_bench.grid import ARMS, BUDGETS, grid
 from quality_bench.regimes import ABLATIONS, LOSSES, REGIMES
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -61,6 +62,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--budgets", nargs="*", choices=sorted(BUDGETS), default=["equal", "long"],
                    help="epochs of the plain runs: equal = E for both arms, long = the regime's long_factor x E "
                         "for both (none: ablations only)")
+    p.add_argument("--arms", nargs="+", choices=sorted(ARMS), default=sorted(ARMS),
+                   help="arms of the plain runs (default both): base = without MemVir, memvir = with it")
     p.add_argument("--ablations", nargs="*", default=[],
                    help=f"of {sorted(ABLATIONS)}, or a MemVir part with its N and M (e.g. virtual_proxies-N3-M20: "
                         "a settings sweep, chosen on validation in the report), or several joined by + "
@@ -137,7 +140,8 @@ def main(argv: Sequence[str] | None = None) -> Path | str:
         print(text)
         return text
     if not args.report_only:
-        specs = grid(regime, args.losses, args.seeds, args.ablations, args.budgets, args.ablation_budgets)
+        specs = grid(regime, args.losses, args.seeds, args.ablations, args.budgets, args.ablation_budgets,
+                     args.arms)
         runner.run_grid(args.regime, specs, regime, work_dir, cache_dir, command)
     table = report.write_report(args.regime, regime, cache_dir, out_dir, command)
     print(table.read_text())

@@ -61,6 +61,12 @@ def test_grid_orders_main_runs_before_ablations_and_names_them_uniquely():
     assert "memvir=none" in specs[0].overrides(regime)
     with pytest.raises(ValueError, match="unknown ablation"):
         grid(regime, ["norm_softmax"], [0], ["N99"], ["equal"])
+    # --arms limits the plain runs (both budgets), not the ablations
+    base_only = grid(regime, ["norm_softmax"], [0], ["N1"], ["equal", "long"], arms=["base"])
+    assert [s.name for s in base_only] == [
+        f"norm_softmax-base-e{e}-s0", f"norm_softmax-base-e{2 * e}-s0", f"norm_softmax-memvir-N1-e{e}-s0"]
+    with pytest.raises(ValueError, match="unknown arm"):
+        grid(regime, ["norm_softmax"], [0], [], ["equal"], arms=["baseline"])
     # a training-setting ablation runs in both arms; regime MemVir overrides reach MemVir only
     cjk = REGIMES["glyphs_cjk_cnn"]
     both = grid(cjk, ["norm_softmax"], [0], ["const"], ["equal"])

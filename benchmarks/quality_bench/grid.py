@@ -17,6 +17,8 @@ from quality_bench.regimes import (
 
 #: budget names: ``equal`` = the regime's E epochs, ``long`` = its ``long_factor`` x E
 BUDGETS = ("equal", "long")
+#: arm names of the plain runs: ``base`` = without MemVir, ``memvir`` = with it
+ARMS = {"base": False, "memvir": True}
 
 
 def budget_epochs(regime: Regime, budget: str) -> int:
@@ -77,22 +79,29 @@ def _unless_same_as_plain(spec: RunSpec, regime: Regime) -> RunSpec:
 
 
 def grid(regime: Regime, losses: Sequence[str], seeds: Sequence[int], ablations: Sequence[str],
-         budgets: Sequence[str], ablation_budgets: Sequence[str] = ("equal",)) -> list[RunSpec]:
+         budgets: Sequence[str], ablation_budgets: Sequence[str] = ("equal",),
+         arms: Sequence[str] = tuple(ARMS)) -> list[RunSpec]:
     """The runs, most important first: the zero-shot row (if the regime has one), the
     equal-epoch pairs of every seed and loss, then the longer budget (MemVir at ``long_factor``
     x E, then the baseline as long), then the ablations (every loss's MemVir with one setting
     changed, every seed, at E and/or the long budget as ``ablation_budgets`` says; the baseline
     too for those in :data:`BOTH_ARMS`; an ablation run that would repeat its plain run is
-    marked ``same_as`` it)."""
+    marked ``same_as`` it). ``arms`` (names of :data:`ARMS`) limits the plain runs to those arms,
+    e.g. ``["base"]`` for a baseline alone at a budget whose MemVir run is not wanted."""
     e, long = (budget_epochs(regime, b) for b in BUDGETS)
     for name in ablation_budgets:
         budget_epochs(regime, name)
+    unknown = sorted(set(arms) - set(ARMS))
+    if unknown:
+        raise ValueError(f"unknown arm(s) {unknown}; choose from {sorted(ARMS)}.")
+    wanted = {ARMS[name] for name in arms}
     specs = [RunSpec(ZERO_SHOT, False, 0, 0)] if regime.zero_shot else []
     if "equal" in budgets:
-        specs += [RunSpec(loss, memvir, e, seed) for seed in seeds for loss in losses for memvir in (False, True)]
+        specs += [RunSpec(loss, memvir, e, seed) for seed in seeds for loss in losses for memvir in (False, True)
+                  if memvir in wanted]
     if "long" in budgets:
         specs += [RunSpec(loss, memvir, long, seed) for seed in seeds for loss in losses
-                  for memvir in (True, False)]
+                  for memvir in (True, False) if memvir in wanted]
     for name in ablations:
         overrides = tuple(ablation_overrides(name))
         arms = (True, False) if name in BOTH_ARMS else (True,)
